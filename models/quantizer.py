@@ -90,6 +90,7 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("embed_sum", embed.clone())  # (K, D) EMA of the sum of assigned z
         self.register_buffer("cluster_size", torch.ones(codebook_size))  # (K,) EMA of assignment counts
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("restarts", torch.zeros((), dtype=torch.long), persistent=False)  # in the last update
 
     @property
     def restart_count(self) -> float:
@@ -158,6 +159,7 @@ class VectorQuantizer(nn.Module):
         self.embed.copy_(self.embed_sum / smoothed[:, None])
         if self.dead_code_threshold > 0:
             dead = self.cluster_size < self.dead_code_threshold  # (K,)
+            self.restarts.fill_(int(dead.sum()))
             if bool(dead.any()):
                 self._restart(flat, dead)
 
@@ -172,8 +174,3 @@ class VectorQuantizer(nn.Module):
         self.embed[which] = samples
         self.embed_sum[which] = samples * self.restart_count
         self.cluster_size[which] = self.restart_count
-
-    def active_fraction(self) -> float:
-        """Fraction of codes whose EMA count is at or above the dead-code threshold (training-time health)."""
-        threshold = self.dead_code_threshold if self.dead_code_threshold > 0 else 1e-3
-        return float((self.cluster_size >= threshold).float().mean())
