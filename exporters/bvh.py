@@ -339,7 +339,7 @@ def write_bvh(path: str | Path, mp: np.ndarray, offsets: np.ndarray | None = Non
     return path
 
 
-# ---- reading (checks, tests) -----------------------------------------------------------------------------------------
+# ---- reading (checks, tests) --------------------------------------------------------------------------------
 
 @dataclass
 class BVHFile:
@@ -484,7 +484,7 @@ def read_bvh(path: str | Path) -> BVHFile:
                    end_sites=end_sites, motion=motion, frame_time=frame_time)
 
 
-# ---- CLI ---------------------------------------------------------------------------------------------------------------
+# ---- CLI ----------------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(

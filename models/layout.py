@@ -48,6 +48,10 @@ BODY_ZERO_SLOTS = np.arange(62, 116)  # finger slots inside body_pose_params: al
 BODY_BONE_LENGTH_SLOTS = np.arange(124, 130)  # spine/neck/shoulder/arm/hip/leg length: per-sequence constants
 BODY_VARYING_SLOTS = np.array([i for i in range(130) if i < 62 or 116 <= i < 124])  # 70 slots
 CONTACT_JOINTS = ("l_foot", "l_ball", "r_foot", "r_ball")
+#: the jaw channel that opens the mouth (rotation of c_jaw about its local x hinge, radians, positive = open) and
+#: its usual range; the synthetic talker and the runtime's envelope-driven face both use it
+JAW_OPEN = JAW.start
+JAW_OPEN_RANGE = (0.0, 0.35)
 
 #: indices into the 320-vector of the channels each VQ part models
 VARYING: dict[str, np.ndarray] = {

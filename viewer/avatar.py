@@ -44,7 +44,9 @@ def _mirror(p: tuple[float, float, float] | None, s: float):
 def _capsule_table() -> list[tuple[Anchor, Anchor, float, float, str]]:
     caps: list[tuple[Anchor, Anchor, float, float, str]] = []
     for side, s in (("l", 1.0), ("r", -1.0)):
-        j = lambda n: f"{side}_{n}"  # noqa: E731
+        def j(n: str, side: str = side) -> str:
+            return f"{side}_{n}"
+
         # legs
         caps += [
             ((j("upleg"), None), (j("lowleg"), None), 7.8, 5.6, "pants"),
