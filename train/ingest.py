@@ -270,11 +270,8 @@ class SpeakerTable:
     @classmethod
     def from_labels(cls, labels: list[str | int | None]) -> SpeakerTable:
         """Build from the labels found in a dataset (no speakers.json): all ints -> ids kept, else sorted names."""
-        known = [lab for lab in labels if lab is not None]
-        if all(isinstance(lab, int) for lab in known):
-            bad = [lab for lab in known if lab < 0]
-            if bad:
-                raise ValueError(f"negative speaker ids {sorted(set(bad))} (only -1 means unknown)")
+        known = [lab for lab in labels if lab is not None and not (isinstance(lab, int) and lab < 0)]
+        if all(isinstance(lab, int) for lab in known):  # negative ids other than -1 are rejected by resolve()
             n = max(known) + 1 if known else 0
             return cls(tuple(str(i) for i in range(n)), int_ids=True)
         return cls(tuple(sorted({str(lab) for lab in known})), int_ids=False)

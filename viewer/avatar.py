@@ -49,8 +49,8 @@ def _capsule_table() -> list[tuple[Anchor, Anchor, float, float, str]]:
 
         # legs
         caps += [
-            ((j("upleg"), None), (j("lowleg"), None), 7.8, 5.6, "pants"),
-            ((j("lowleg"), None), (j("foot"), None), 5.4, 3.9, "pants"),
+            ((j("upleg"), None), (j("lowleg"), None), 8.6, 5.9, "pants"),
+            ((j("lowleg"), None), (j("foot"), None), 5.7, 4.0, "pants"),
             ((j("foot"), _mirror((16.9, 3.6, -8.0), s)), (j("ball"), _mirror((18.3, 3.3, 7.3), s)), 3.6, 3.3, "shoes"),
             ((j("ball"), _mirror((18.3, 3.3, 7.3), s)), (j("ball"), _mirror((18.6, 2.6, 13.5), s)), 3.3, 2.6,
              "shoes"),
@@ -76,7 +76,6 @@ def _capsule_table() -> list[tuple[Anchor, Anchor, float, float, str]]:
         caps.append(((j("wrist"), None), (j("thumb0"), None), 1.9, 1.6, "skin"))
     # spine and neck
     caps += [
-        (("c_spine0", (0.0, 96.0, -0.5)), ("c_spine2", (0.0, 116.0, 0.0)), 12.0, 12.5, "shirt"),
         (("c_spine3", (0.0, 138.0, -2.0)), ("c_neck", (0.0, 143.0, 0.5)), 6.5, 5.8, "shirt"),
         (("c_neck", (0.0, 141.0, 0.2)), ("c_head", (0.0, 156.0, 2.5)), 5.3, 4.9, "skin"),
     ]
@@ -87,20 +86,21 @@ def _ellipsoid_table() -> list[tuple[str, tuple[float, float, float], tuple[floa
                                      tuple[float, float, float], str]]:
     """(joint, rest-world centre, semi-axes, Euler XYZ degrees of the rest orientation, colour)."""
     E = [
-        ("root", (0.0, 91.0, -0.5), (15.5, 11.0, 11.0), (0, 0, 0), "pants"),
-        ("c_spine1", (0.0, 106.5, 0.5), (14.0, 12.0, 10.5), (0, 0, 0), "shirt"),
-        ("c_spine3", (0.0, 128.5, 0.5), (16.5, 13.5, 11.0), (0, 0, 0), "shirt"),
-        # head
-        ("c_head", (0.0, 164.5, 2.5), (8.2, 10.6, 10.0), (0, 0, 0), "skin"),
-        ("c_head", (0.0, 166.8, 0.3), (8.75, 9.6, 10.1), (-8, 0, 0), "hair"),
-        ("c_head", (0.0, 157.0, 8.0), (6.0, 4.2, 5.2), (0, 0, 0), "skin"),
-        ("c_head", (0.0, 160.0, 12.6), (1.3, 2.3, 1.6), (-15, 0, 0), "skin"),
-        ("c_head", (0.0, 154.2, 9.6), (3.7, 1.5, 3.3), (0, 0, 0), "mouth"),
-        ("c_jaw", (0.0, 152.6, 8.3), (6.3, 3.3, 5.8), (-25, 0, 0), "skin"),  # lower jaw (on the jaw pseudo-joint)
+        ("root", (0.0, 91.5, -0.5), (15.2, 11.5, 10.5), (0, 0, 0), "pants"),
+        ("c_spine1", (0.0, 104.5, 0.0), (14.0, 13.0, 10.2), (0, 0, 0), "shirt"),
+        ("c_spine2", (0.0, 116.0, 0.0), (14.2, 9.5, 10.2), (0, 0, 0), "shirt"),
+        ("c_spine3", (0.0, 127.5, 0.0), (15.8, 14.5, 10.8), (0, 0, 0), "shirt"),
+        # head: cranium, hair cap, upper face, nose, mouth cavity, lower jaw (on the jaw pseudo-joint)
+        ("c_head", (0.0, 162.0, 2.2), (8.0, 11.2, 10.0), (0, 0, 0), "skin"),
+        ("c_head", (0.0, 166.0, 0.6), (8.5, 9.4, 10.1), (-8, 0, 0), "hair"),
+        ("c_head", (0.0, 157.0, 5.5), (5.2, 4.0, 5.6), (0, 0, 0), "skin"),
+        ("c_head", (0.0, 159.4, 11.6), (1.1, 2.0, 1.4), (-20, 0, 0), "skin"),
+        ("c_head", (0.0, 154.8, 7.2), (2.8, 0.9, 3.9), (0, 0, 0), "mouth"),
+        ("c_jaw", (0.0, 153.0, 5.0), (5.6, 3.2, 6.4), (-18, 0, 0), "skin"),
     ]
     for side, s in (("l", 1.0), ("r", -1.0)):
         E += [
-            (f"{side}_eye", (3.1 * s, 163.1, 11.3), (1.25, 1.25, 1.25), (0, 0, 0), "eye"),
+            (f"{side}_eye", (3.0 * s, 162.6, 10.7), (0.95, 0.95, 0.95), (0, 0, 0), "eye"),
             ("c_head", (8.0 * s, 161.5, 2.0), (1.3, 2.8, 1.9), (0, 0, 0), "skin"),
             (f"{side}_uparm", (14.5 * s, 140.5, -3.0), (6.0, 6.0, 6.0), (0, 0, 0), "shirt"),
         ]

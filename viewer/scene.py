@@ -31,7 +31,7 @@ class MeshFrame:
     normals: np.ndarray | None = None
 
 
-def sphere_directions(n_lon: int = 20, n_lat: int = 12) -> tuple[np.ndarray, np.ndarray]:
+def sphere_directions(n_lon: int = 32, n_lat: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """A UV sphere: unit directions (V, 3) and triangle indices (F, 3)."""
     th = np.linspace(0, np.pi, n_lat + 1)
     ph = np.linspace(0, 2 * np.pi, n_lon + 1)
