@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ DEFAULT_OPSET = 17
 DEFAULT_TOL = 1e-4
 INPUT_NAME = "zq"
 OUTPUT_NAME = "x"
-VERIFY_SHAPES = ((1, 1), (1, 15), (2, 40), (1, 97))  # (B, T) checked for every graph
+VERIFY_SHAPES = ((1, 1), (2, 17), (1, 64))  # (B, T) checked for every graph
 
 
 class ExportError(RuntimeError):
@@ -83,7 +84,9 @@ def export_decoder(vq: PartVQVAE, path: str | Path, opset: int = DEFAULT_OPSET,
     vq = vq.eval()
     example = torch.zeros(1, sum(vq.receptive_field) + 4, vq.cfg.code_dim)
     tmp = path.with_suffix(".tmp.onnx")
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Constant folding.*")  # F.pad's reversed Slice: harmless
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter, chosen on purpose
         torch.onnx.export(DecoderGraph(vq), (example,), str(tmp), dynamo=False, opset_version=opset,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
                           dynamic_axes={INPUT_NAME: {0: "batch", 1: "frames"}, OUTPUT_NAME: {0: "batch", 1: "frames"}})
@@ -122,6 +125,21 @@ def verify_decoder(vq: PartVQVAE, path: str | Path, providers: list[str] | None 
     return {**diffs, "provider": sess.get_providers()[0]}
 
 
+def base_manifest(opset: int, tol: float, checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """The manifest fields shared by every export (decoders and/or generator step)."""
+    import onnx
+    import onnxruntime as ort
+
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "layout_version": LAYOUT_VERSION, "opset": opset,
+        "exported_with": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
+        "source": {"checkpoint": str(checkpoint) if checkpoint else None, "sha256": None, "files": {}},
+        "io": {"input": INPUT_NAME, "output": OUTPUT_NAME, "dtype": "float32",
+               "window": "feed codes [a - left, b + right) and keep output rows [left, left + b - a) (frames a..b-1)"},
+        "parts": {}, "skipped_parts": {}, "tolerance": tol,
+    }
+
+
 def export_decoders(vqs: Mapping[str, PartVQVAE], out_dir: str | Path, *,
                     norm: Mapping[str, tuple[Tensor, Tensor]] | None = None,
                     source_files: Mapping[str, str | Path] | None = None, checkpoint: str | Path | None = None,
@@ -142,9 +160,6 @@ def export_decoders(vqs: Mapping[str, PartVQVAE], out_dir: str | Path, *,
         providers: ONNX Runtime providers for the verification (default CPU).
         log: progress printer.
     """
-    import onnx
-    import onnxruntime as ort
-
     if opset < 17:
         raise ValueError(f"opset {opset}: use 17 or newer")
     out_dir = Path(out_dir)
@@ -153,16 +168,10 @@ def export_decoders(vqs: Mapping[str, PartVQVAE], out_dir: str | Path, *,
     if unknown or not vqs:
         raise ValueError(f"parts {sorted(vqs)}: expected a non-empty subset of {VQ_PARTS}")
     shas = {p: file_sha256(f) for p, f in (source_files or {}).items() if p in vqs}
-    digest = source_digest(shas) if shas else None
-    manifest: dict[str, Any] = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "layout_version": LAYOUT_VERSION, "opset": opset,
-        "exported_with": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
-        "source": {"checkpoint": str(checkpoint) if checkpoint else None, "sha256": digest,
-                   "files": {p: {"file": Path(source_files[p]).name, "sha256": s} for p, s in shas.items()}},
-        "io": {"input": INPUT_NAME, "output": OUTPUT_NAME, "dtype": "float32",
-               "window": "feed codes [a - left, b + right) and keep output rows [left, left + b - a) (frames a..b-1)"},
-        "parts": {}, "skipped_parts": dict(skipped_parts or {}), "tolerance": tol,
-    }
+    manifest = base_manifest(opset, tol, checkpoint)
+    manifest["source"]["sha256"] = source_digest(shas) if shas else None
+    manifest["source"]["files"] = {p: {"file": Path(source_files[p]).name, "sha256": s} for p, s in shas.items()}
+    manifest["skipped_parts"] = dict(skipped_parts or {})
     for part in VQ_PARTS:
         if part not in vqs:
             continue
@@ -204,9 +213,12 @@ def export_decoders(vqs: Mapping[str, PartVQVAE], out_dir: str | Path, *,
 
 
 def export_bundle(checkpoint: str | Path | None, out_dir: str | Path | None = None, *, opset: int = DEFAULT_OPSET,
-                  tol: float = DEFAULT_TOL, parts: list[str] | None = None, log=print) -> tuple[Path, dict[str, Any]]:
-    """Export the VQ decoders of a checkpoint bundle (None = the shipped demo). Returns (out_dir, manifest)."""
-    from models.bundle import DEFAULT_CHECKPOINT, MANIFEST as BUNDLE_MANIFEST, load_vqs
+                  tol: float = DEFAULT_TOL, parts: list[str] | None = None, generator: bool = False,
+                  log=print) -> tuple[Path, dict[str, Any]]:
+    """Export the VQ decoders (and with ``generator`` the generator's streaming step) of a checkpoint bundle
+    (None = the shipped demo). Returns (out_dir, manifest)."""
+    from models.bundle import DEFAULT_CHECKPOINT, load_vqs
+    from models.bundle import MANIFEST as BUNDLE_MANIFEST
 
     root = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     if root.is_file() and root.name == BUNDLE_MANIFEST:
@@ -227,7 +239,160 @@ def export_bundle(checkpoint: str | Path | None, out_dir: str | Path | None = No
     files = {p: root / f"vq_{p}.safetensors" for p in vqs}
     manifest = export_decoders(vqs, out, norm=norm, source_files=files, checkpoint=root, skipped_parts=skipped,
                                opset=opset, tol=tol, log=log)
+    if generator:
+        from models.bundle import load_generator
+
+        gen_file = root / bundle_manifest.get("generator", "generator.safetensors")
+        if not gen_file.is_file():
+            raise FileNotFoundError(f"{gen_file}: --generator needs the bundle's generator checkpoint")
+        manifest = export_generator(load_generator(gen_file), out, manifest, source_file=gen_file, opset=opset,
+                                    tol=tol, log=log)
     return out, manifest
+
+
+# ---- generator streaming step ------------------------------------------------------------------------------------
+
+GENERATOR_FILE = "generator_step.onnx"
+
+
+def _frame_loop_forward(self, x: Tensor, state=None):
+    """Mamba.forward as a loop of ``Mamba.step`` (same math, <= 1e-5): exportable with an unrolled fixed T."""
+    state = self.init_state(x.shape[0], x.device, x.dtype) if state is None else state
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = self.step(x[:, t], state)
+        ys.append(y)
+    return torch.stack(ys, 1), state
+
+
+def stepwise_copy(gen: nn.Module) -> nn.Module:
+    """A deep copy of the generator whose Mamba layers run frame by frame (the export graph; the original is kept)."""
+    import copy
+    import types
+
+    from models.mamba import Mamba
+
+    g = copy.deepcopy(gen).eval()
+    for m in g.modules():
+        if isinstance(m, Mamba):
+            m.forward = types.MethodType(_frame_loop_forward, m)
+    return g
+
+
+def generator_io(gen: nn.Module) -> dict[str, Any]:
+    """Input/output names of the step graph and the state layout (``GeneratorState.tensors()`` order)."""
+    st = gen.init_state(1)
+    cfg = gen.config
+    state = [{"name": f"state_{i}", "shape": list(t.shape[1:])} for i, t in enumerate(st.tensors())]
+    logit_parts = [p for p in cfg.parts if p != "face" or cfg.face_logits]
+    outputs = ([f"latents_{p}" for p in cfg.parts] + [f"logits_{p}" for p in logit_parts]
+               + ["global_rot6d", "contact"] + [f"{s['name']}_out" for s in state])
+    return {"inputs": ["audio", "speaker"] + [s["name"] for s in state], "outputs": outputs, "state": state,
+            "structure": {"audio_tails": len(st.audio_tails), "motion_tails": len(st.motion_tails),
+                          "mamba": {k: len(v) for k, v in st.mamba.items()}},
+            "parts": list(cfg.parts), "logit_parts": logit_parts}
+
+
+class GeneratorStepGraph(nn.Module):
+    """(audio (B, T, 160), speaker (B,) int64, *state) -> (latents..., logits..., rot6d, contact, *new state)."""
+
+    def __init__(self, gen: nn.Module):
+        super().__init__()
+        self.gen = stepwise_copy(gen)
+        self.io = generator_io(gen)
+
+    def forward(self, audio: Tensor, speaker: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        template = self.gen.init_state(audio.shape[0])
+        out, new = self.gen.step(audio, speaker, template.with_tensors(list(state)))
+        return (tuple(out.latents[p] for p in self.io["parts"]) + tuple(out.logits[p] for p in self.io["logit_parts"])
+                + (out.global_rot6d, out.contact) + tuple(new.tensors()))
+
+
+def export_generator_step(gen: nn.Module, path: str | Path, chunk_frames: int = 1, opset: int = DEFAULT_OPSET,
+                          metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Write the generator's streaming step (state as explicit inputs/outputs, dynamic batch, T = chunk_frames)."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    graph = GeneratorStepGraph(gen.eval())
+    io = graph.io
+    st = gen.init_state(1)
+    audio = torch.zeros(1, chunk_frames, gen.config.audio_dim)
+    speaker = torch.zeros(1, dtype=torch.long)
+    dyn = {n: {0: "batch"} for n in io["inputs"] + io["outputs"]}
+    tmp = path.with_suffix(".tmp.onnx")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings from the (python-side) input checks, TorchScript deprecation
+        torch.onnx.export(graph, (audio, speaker, *st.tensors()), str(tmp), dynamo=False, opset_version=opset,
+                          input_names=io["inputs"], output_names=io["outputs"], dynamic_axes=dyn,
+                          do_constant_folding=True)
+    model = onnx.load(str(tmp))
+    for k, v in (metadata or {}).items():
+        model.metadata_props.add(key=str(k), value=str(v))
+    model.doc_string = f"MambaTalkMHR streaming step, {chunk_frames} frame(s) per call, state in/out"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
+    return io
+
+
+def verify_generator_step(gen: nn.Module, path: str | Path, chunk_frames: int = 1, steps: int = 6, batch: int = 2,
+                          providers: list[str] | None = None, seed: int = 0) -> float:
+    """Max abs difference (all outputs and carried states) of ``steps`` chained ONNX steps vs ``gen.step``."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+    io = generator_io(gen)
+    g = torch.Generator().manual_seed(seed)
+    state = gen.init_state(batch)
+    feeds_state = [t.numpy() for t in state.tensors()]
+    speaker = torch.randint(0, gen.config.n_speakers + 1, (batch,), generator=g)
+    worst = 0.0
+    for _ in range(steps):
+        audio = torch.randn(batch, chunk_frames, gen.config.audio_dim, generator=g)
+        with torch.no_grad():
+            out, state = gen.step(audio, speaker, state)
+        ref = ([out.latents[p] for p in io["parts"]] + [out.logits[p] for p in io["logit_parts"]]
+               + [out.global_rot6d, out.contact] + state.tensors())
+        got = sess.run(None, {"audio": audio.numpy(), "speaker": speaker.numpy(),
+                              **dict(zip(io["inputs"][2:], feeds_state))})
+        for r, o in zip(ref, got):
+            worst = max(worst, float(np.abs(r.numpy() - o).max()))
+        feeds_state = got[len(got) - len(io["state"]):]  # carry ONNX's own state: errors would accumulate
+    return worst
+
+
+def export_generator(gen: nn.Module, out_dir: str | Path, manifest: dict[str, Any] | None = None, *,
+                     source_file: str | Path | None = None, chunk_frames: int = 1, opset: int = DEFAULT_OPSET,
+                     tol: float = DEFAULT_TOL, log=print) -> dict[str, Any]:
+    """Export + verify the generator step into ``out_dir``, add its entry to ``manifest`` (default: a fresh one)
+    and write the manifest."""
+    out_dir = Path(out_dir)
+    manifest = manifest if manifest is not None else base_manifest(opset, tol)
+    t0 = time.time()
+    sha = file_sha256(source_file) if source_file else None
+    path = out_dir / GENERATOR_FILE
+    io = export_generator_step(gen, path, chunk_frames, opset,
+                               metadata={"format": FORMAT, "layout_version": LAYOUT_VERSION, "kind": "generator_step",
+                                         "chunk_frames": str(chunk_frames), "source_sha256": sha or ""})
+    diff = verify_generator_step(gen, path, chunk_frames)
+    log(f"[onnx] generator: {GENERATOR_FILE} ({path.stat().st_size / 1e6:.2f} MB), {chunk_frames} frame(s) per "
+        f"call, {len(io['state'])} state tensors, max |ORT - torch| over chained steps {diff:.2e} "
+        f"({time.time() - t0:.1f} s)")
+    if diff > tol:
+        path.unlink()
+        raise ExportError(f"generator: ONNX Runtime differs from PyTorch by {diff:.3e} > tol {tol:g}; export aborted")
+    manifest["generator"] = {
+        "file": GENERATOR_FILE, "sha256": file_sha256(path), "chunk_frames": chunk_frames,
+        "source": {"file": Path(source_file).name if source_file else None, "sha256": sha},
+        "config": gen.config.to_dict(), "lookahead": gen.config.lookahead, **io,
+        "parity": {"chained_steps": diff},
+    }
+    tmp = out_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.replace(out_dir / MANIFEST)
+    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,20 +406,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     ap.add_argument("--tol", type=float, default=DEFAULT_TOL, help="max abs ORT-vs-PyTorch difference (1e-4)")
     ap.add_argument("--generator", action="store_true",
-                    help="also export the generator's streaming step (see docs/EXPORT.md: not exported, measured "
-                         "not to pay on CPU)")
+                    help="also export the generator's streaming step (1 frame per call, state tensors as explicit "
+                         "inputs/outputs) as generator_step.onnx")
     args = ap.parse_args(argv)
-    if args.generator:
-        print("error: --generator: the generator step is not exported (ONNX Runtime was measured slower or no "
-              "faster than PyTorch eager per step on CPU; see docs/EXPORT.md 'Generator step')", file=sys.stderr)
-        return 2
     try:
         parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None
-        out, manifest = export_bundle(args.checkpoint, args.out, opset=args.opset, tol=args.tol, parts=parts)
+        out, manifest = export_bundle(args.checkpoint, args.out, opset=args.opset, tol=args.tol, parts=parts,
+                                      generator=args.generator)
     except (OSError, ValueError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"[onnx] {len(manifest['parts'])} decoder(s) + {MANIFEST} -> {out}")
+    extra = " + generator step" if "generator" in manifest else ""
+    print(f"[onnx] {len(manifest['parts'])} decoder(s){extra} + {MANIFEST} -> {out}")
     return 0
 
 

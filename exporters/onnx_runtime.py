@@ -27,6 +27,18 @@ class OnnxExportMismatch(ValueError):
     """The ONNX export is missing, corrupted or does not belong to the checkpoint in use."""
 
 
+def session_options(threads: int | None = None):
+    """ONNX Runtime options: full graph optimisation, ``threads`` intra-op threads (default: torch's), 1 inter-op."""
+    import onnxruntime as ort
+    import torch
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = int(threads) if threads else max(1, torch.get_num_threads())
+    opts.inter_op_num_threads = 1
+    return opts
+
+
 def default_providers() -> list[str]:
     """CUDA first when onnxruntime-gpu sees a GPU, then CPU."""
     import onnxruntime as ort
@@ -70,7 +82,8 @@ class OnnxDecoders:
             providers: ONNX Runtime providers (default: CUDA when available, then CPU).
             bundle: a ``models.bundle.Bundle``: its vq_<part>.safetensors files must be the ones exported, and every
                 part it has must be exported with the same receptive field and code size.
-            threads: intra-op threads per session (default: ONNX Runtime's choice).
+            threads: intra-op threads per session (default: ``torch.get_num_threads()``, so the ONNX and PyTorch
+                parts of the runtime use the same cores).
             verify_files: check each graph file's sha256 against the manifest (cheap: a few MB).
         """
         import onnxruntime as ort
@@ -114,11 +127,7 @@ class OnnxDecoders:
                                        f"{sha!r}")
         if bundle is not None:
             _check_bundle(manifest, bundle, fail, mf)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
+        opts = session_options(threads)
         provs = providers or default_providers()
         sessions = {}
         for part, entry in parts.items():
@@ -146,7 +155,8 @@ class OnnxDecoders:
         try:
             return self.manifest["parts"][part]
         except KeyError:
-            raise KeyError(f"{self.root / MANIFEST}: part {part!r} not exported (have {sorted(self.sessions)})") from None
+            have = sorted(self.sessions)
+            raise KeyError(f"{self.root / MANIFEST}: part {part!r} not exported (have {have})") from None
 
     def receptive_field(self, part: str) -> tuple[int, int]:
         """(left, right): output frame t needs code rows t - left .. t + right."""
@@ -213,3 +223,120 @@ def _check_bundle(manifest: dict[str, Any], bundle: Any, fail, mf: Path) -> None
         if list(vq.receptive_field) != list(entry["receptive_field"]) or vq.cfg.code_dim != entry["code_dim"]:
             raise fail(mf, f"part {part!r}: export has receptive field {entry['receptive_field']} / code_dim "
                            f"{entry['code_dim']}, checkpoint {list(vq.receptive_field)} / {vq.cfg.code_dim}")
+
+
+class OnnxGenerator:
+    """The generator's streaming step in ONNX Runtime, a drop-in for ``MambaTalkMHR.step`` in the runtime.
+
+    ``step(audio (B, T, 160), speaker (B,), state) -> (GeneratorOutput, GeneratorState)`` with torch tensors, as
+    the PyTorch model; the graph takes ``chunk_frames`` frames per call (1), so T frames are T calls. The motion seed
+    (``motion``/``mask``) is not part of the graph: seeded generation stays on PyTorch.
+
+    Attributes:
+        config: the generator's ``GeneratorConfig``.
+        providers: execution providers in use.
+    """
+
+    name = "onnx"
+
+    def __init__(self, root: Path, entry: dict[str, Any], session: Any):
+        from models.generator import GeneratorConfig
+
+        self.root, self.entry, self.session = root, entry, session
+        self.config = GeneratorConfig.from_dict(entry["config"])
+        self.providers = list(session.get_providers())
+        self.chunk_frames = int(entry["chunk_frames"])
+
+    @classmethod
+    def load(cls, root: str | Path, providers: list[str] | None = None, *, bundle: Any = None,
+             threads: int | None = None) -> OnnxGenerator:
+        """Open ``generator_step.onnx`` of an export directory; with ``bundle`` its generator file must match."""
+        import onnxruntime as ort
+
+        root = Path(root)
+        mf = root / MANIFEST
+        if not mf.is_file():
+            raise OnnxExportMismatch(f"{mf}: ONNX export manifest not found; re-export with "
+                                     f"`{_fix_hint(None, root)} --generator`")
+        manifest = json.loads(mf.read_text())
+        source = (manifest.get("source") or {}).get("checkpoint")
+        fix = f"{_fix_hint(source, root)} --generator"
+        if manifest.get("layout_version") != LAYOUT_VERSION or manifest.get("format") != FORMAT:
+            raise OnnxExportMismatch(f"{mf}: format/layout {manifest.get('format')!r}/"
+                                     f"{manifest.get('layout_version')!r} is not {FORMAT!r}/{LAYOUT_VERSION!r}; "
+                                     f"re-export with `{fix}`")
+        entry = manifest.get("generator")
+        if not entry:
+            raise OnnxExportMismatch(f"{mf}: no generator step exported; re-export with `{fix}`")
+        f = root / entry["file"]
+        if not f.is_file():
+            raise OnnxExportMismatch(f"{f}: generator step graph not found; re-export with `{fix}`")
+        if file_sha256(f) != entry.get("sha256"):
+            raise OnnxExportMismatch(f"{f}: sha256 differs from the manifest (file truncated, corrupted or replaced); "
+                                     f"re-export with `{fix}`")
+        if bundle is not None:
+            gen_file = Path(bundle.root) / bundle.manifest.get("generator", "generator.safetensors")
+            want = (entry.get("source") or {}).get("sha256")
+            if not want or not gen_file.is_file() or file_sha256(gen_file) != want:
+                raise OnnxExportMismatch(f"{mf}: the generator step was exported from a different checkpoint than "
+                                         f"{gen_file}; re-export with `{fix}`")
+        opts = session_options(threads)
+        try:
+            sess = ort.InferenceSession(str(f), sess_options=opts, providers=providers or default_providers())
+        except Exception as e:  # noqa: BLE001
+            raise OnnxExportMismatch(f"{f}: ONNX Runtime cannot load it ({type(e).__name__}: {str(e)[:200]}); "
+                                     f"re-export with `{fix}`") from e
+        names = [i.name for i in sess.get_inputs()]
+        if names != entry["inputs"]:
+            raise OnnxExportMismatch(f"{f}: graph inputs {names} differ from the manifest; re-export with `{fix}`")
+        return cls(root, entry, sess)
+
+    def init_state(self, batch_size: int, device: Any = None):
+        """Fresh (zero) ``GeneratorState`` for ``batch_size`` streams (CPU tensors)."""
+        import torch
+
+        from models.generator import GeneratorState
+        from models.mamba import MambaState
+
+        zeros = iter([torch.zeros(batch_size, *s["shape"]) for s in self.entry["state"]])
+        st = self.entry["structure"]
+        audio = [next(zeros) for _ in range(st["audio_tails"])]
+        motion = [next(zeros) for _ in range(st["motion_tails"])]
+        mamba = {k: [MambaState(next(zeros), next(zeros)) for _ in range(n)] for k, n in st["mamba"].items()}
+        return GeneratorState(audio, motion, mamba, 0)
+
+    def step(self, audio, speaker, state, motion=None, mask=None):
+        """Same contract as ``MambaTalkMHR.step`` (without the motion seed); returns (GeneratorOutput, state)."""
+        import torch
+
+        from models.generator import GeneratorOutput
+
+        cfg = self.config
+        if motion is not None or mask is not None:
+            raise NotImplementedError("the ONNX generator step has no motion-seed input; use the PyTorch generator "
+                                      "for seeded generation")
+        a = np.ascontiguousarray(np.asarray(audio, dtype=np.float32))
+        spk = np.asarray(speaker).astype(np.int64).reshape(-1)
+        if a.ndim != 3 or a.shape[2] != cfg.audio_dim or a.shape[1] < 1 or a.shape[1] % self.chunk_frames:
+            raise ValueError(f"audio must be (B, T, {cfg.audio_dim}) with T a multiple of {self.chunk_frames}, got "
+                             f"{a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError("audio features contain NaN/Inf: check the audio/feature pipeline (models.features)")
+        if spk.shape != (a.shape[0],) or spk.min() < 0 or spk.max() > cfg.n_speakers:
+            raise ValueError(f"speaker must be ({a.shape[0]},) ids in [0, {cfg.n_speakers}], got {spk.tolist()}")
+        tensors = [t.detach().cpu().numpy().astype(np.float32) for t in state.tensors()]
+        if tensors[0].shape[0] != a.shape[0]:
+            raise ValueError(f"state is for batch {tensors[0].shape[0]}, audio has batch {a.shape[0]}")
+        n_state = len(self.entry["state"])
+        outs = []
+        for t0 in range(0, a.shape[1], self.chunk_frames):
+            res = self.session.run(None, {"audio": a[:, t0:t0 + self.chunk_frames], "speaker": spk,
+                                          **dict(zip(self.entry["inputs"][2:], tensors))})
+            outs.append(res[:len(res) - n_state])
+            tensors = res[len(res) - n_state:]
+        cat = [torch.from_numpy(np.concatenate(col, 1)) for col in zip(*outs)]
+        parts, lparts = self.entry["parts"], self.entry["logit_parts"]
+        latents = dict(zip(parts, cat[:len(parts)]))
+        logits = dict(zip(lparts, cat[len(parts):len(parts) + len(lparts)]))
+        out = GeneratorOutput(latents, logits, cat[-2], cat[-1])
+        return out, state.with_tensors([torch.from_numpy(t) for t in tensors], frames=state.frames + a.shape[1])

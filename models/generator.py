@@ -24,9 +24,12 @@ Differences from MambaTalk (see docs/reference mambatalk_spec.md §3, §9):
 
 Look-ahead (a fixed target delay, ``config.lookahead`` = L frames): the network is strictly causal over its input
 index, and output index t is the prediction for motion frame t - L. Audio index t is audio frame t; so the motion
-of frame k is predicted once audio frame k + L has arrived. The motion seed ``motion``/``mask`` is aligned with the
-OUTPUT index (motion[:, t] holds motion frame t - L). Training therefore delays its targets by L frames:
-``target_aligned = delay(target, L)`` and the loss ignores indices t < L (see ``delay`` and ``valid_mask``).
+of frame k is predicted once audio frame k + L has arrived (L * 33.3 ms of algorithmic latency). The motion seed
+``motion``/``mask`` is aligned with the OUTPUT index: motion[:, t] holds motion frame t - L, channels per
+``GeneratorConfig.motion_slices`` (the present parts' normalised varying channels in (body, hand, face) order, then
+global_rot 6D and contact). Training therefore delays its targets and seed by L frames:
+``target_aligned = delay(target, L)``, the loss ignores indices t < L (``valid_mask``), and MambaTalk's generation
+pass uses ``generation_mask`` (seed frames observed at indices [L, L + seed_frames)).
 
 Streaming: ``init_state`` -> ``step`` (any chunk length T >= 1) carries every conv tail and Mamba state in an
 explicit ``GeneratorState``; ``forward`` is exactly ``step`` from a fresh state, so forward == step over chunks.
@@ -42,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from models.layout import PART_DIMS, VQ_PARTS
-from models.mamba import MambaBlock, MambaState
+from models.mamba import MambaStack, MambaState
 from models.rates import FEATURE_DIM
 from models.rotations import euler_to_matrix_t, matrix_to_6d_t, matrix_to_euler_t, sixd_to_matrix_t
 
@@ -57,6 +60,10 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden=128, audio_hidden=128, motion_hidden=64, code_dim=64, codebook_size=256,
                  audio_conv_layers=2, motion_conv_layers=1, audio_scan_layers=0, motion_scan_layers=0,
                  trunk_layers=1, face_layers=1, part_layers=1, mlp_hidden=256, dropout=0.0),
+    # between the two: base's structure (9 Mamba layers) at width 512, for CPU real time with margin
+    "small": dict(hidden=512, audio_hidden=256, motion_hidden=128, code_dim=256, codebook_size=256,
+                  audio_conv_layers=3, motion_conv_layers=2, audio_scan_layers=1, motion_scan_layers=1,
+                  trunk_layers=2, face_layers=3, part_layers=1, mlp_hidden=512, dropout=0.1),
     # MambaTalk-like widths (H 768, audio 512, motion 256, codes 256x256) and 9 Mamba layers:
     # audio scan 1 + motion scan 1 + trunk 2 + face 3 + body 1 + hand 1
     "base": dict(hidden=768, audio_hidden=512, motion_hidden=256, code_dim=256, codebook_size=256,
@@ -70,7 +77,8 @@ class GeneratorConfig:
     """Hyper-parameters of ``MambaTalkMHR`` (JSON-safe via ``to_dict``/``from_dict``).
 
     Attributes:
-        preset: name of the preset these values started from ('tiny' | 'base'); informational.
+        preset_name: the preset these values started from ('tiny' | 'small' | 'base'); informational. (Not
+            ``preset``: that name is the constructor ``GeneratorConfig.preset(name, **overrides)``.)
         audio_dim: audio features per frame (``models.rates.FEATURE_DIM`` = 160).
         n_speakers: known speakers; id ``n_speakers`` is the dedicated UNKNOWN speaker.
         part_dims: VQ parts present -> varying channels (subset of body 70, hand 108, face 75).
@@ -93,7 +101,7 @@ class GeneratorConfig:
         dropout: dropout on the fused features (training only).
     """
 
-    preset: str = "tiny"
+    preset_name: str = "tiny"
     audio_dim: int = FEATURE_DIM
     n_speakers: int = 16
     part_dims: dict[str, int] = field(default_factory=lambda: dict(PART_DIMS))
@@ -145,18 +153,31 @@ class GeneratorConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> GeneratorConfig:
-        """Config of a named preset ('tiny' | 'base') with field overrides (e.g. ``code_dim=vq.code_dim``)."""
+        """Config of a named preset ('tiny' | 'small' | 'base') with field overrides (e.g. ``code_dim=vq.code_dim``)."""
         if name not in _PRESETS:
             raise ValueError(f"unknown generator preset {name!r}; choose one of {sorted(_PRESETS)}")
         valid = {f.name for f in fields(cls)}
         bad = sorted(set(overrides) - valid)
         if bad:
             raise ValueError(f"GeneratorConfig.preset({name!r}): unknown override(s) {bad}; valid: {sorted(valid)}")
-        return cls(**{**_PRESETS[name], "preset": name, **overrides})
+        return cls(**{**_PRESETS[name], "preset_name": name, **overrides})
 
     @property
     def parts(self) -> tuple[str, ...]:
         return tuple(self.part_dims)
+
+    @property
+    def motion_slices(self) -> dict[str, slice]:
+        """Channel layout of the motion seed vector M: present parts in (body, hand, face) order, then
+        'global_rot6d' (6) and 'contact' (4). Only defined when ``motion_dim`` is the derived default."""
+        if self.motion_dim != sum(self.part_dims.values()) + GLOBAL_DIM:
+            raise ValueError(f"GeneratorConfig.motion_dim={self.motion_dim} is custom: the standard layout needs "
+                             f"{sum(self.part_dims.values()) + GLOBAL_DIM} (parts + 6 + 4); leave motion_dim=0")
+        out, start = {}, 0
+        for name, n in [*self.part_dims.items(), ("global_rot6d", GLOBAL_ROT6D_DIM), ("contact", CONTACT_DIM)]:
+            out[name] = slice(start, start + n)
+            start += n
+        return out
 
     @property
     def unknown_speaker(self) -> int:
@@ -239,8 +260,10 @@ class GeneratorState:
     frames: int = 0
 
     @property
-    def batch_size(self) -> int:
-        return self.tensors()[0].shape[0]
+    def batch_size(self) -> int | None:
+        """Batch size of the state (None for a model without any temporal state)."""
+        tensors = self.tensors()
+        return tensors[0].shape[0] if tensors else None
 
     def tensors(self) -> list[Tensor]:
         """All state tensors in a fixed order (for export / inspection); see ``with_tensors``."""
@@ -302,24 +325,46 @@ def valid_mask(n_frames: int, lookahead: int, device: torch.device | str | None 
     return torch.arange(n_frames, device=device) >= lookahead
 
 
+def generation_mask(batch_size: int, n_frames: int, config: GeneratorConfig, seed_frames: int | None = None,
+                    device: torch.device | str | None = None) -> Tensor:
+    """(B, T, M) bool mask of MambaTalk's generation pass in output-index alignment: every entry masked (True)
+    except the ``seed_frames`` (default ``config.seed_frames``) seed frames, i.e. indices [L, L + seed_frames)
+    holding motion frames 0.. seed_frames-1 (indices < L are before the first frame and stay masked).
+
+    Pair it with ``motion = delay(motion_vector, L)``. ``seed_frames=0`` gives the unseeded (all-masked) pass that a
+    fresh realtime session runs (there ``motion=None`` is equivalent).
+    """
+    seed = config.seed_frames if seed_frames is None else seed_frames
+    mask = torch.ones(batch_size, n_frames, config.motion_dim, dtype=torch.bool, device=device)
+    mask[:, config.lookahead: config.lookahead + seed] = False
+    return mask
+
+
 # ---- building blocks ------------------------------------------------------------------------------------------------
 
 def _zero_bias(module: nn.Module) -> None:
+    """Zero every Linear bias (MambaTalk's init) except those marked ``_no_reinit`` (Mamba's dt_proj bias)."""
     for m in module.modules():
-        if isinstance(m, nn.Linear) and m.bias is not None:
+        if isinstance(m, nn.Linear) and m.bias is not None and not getattr(m.bias, "_no_reinit", False):
             nn.init.zeros_(m.bias)
 
 
 class CausalConvBlock(nn.Module):
-    """Pre-norm residual causal conv: x + Linear(LeakyReLU(Conv1d_causal(LN(x)))); the tail carries the past."""
+    """Pre-norm residual causal conv: x + Linear(LeakyReLU(conv_causal(LN(x)))); the tail carries the past.
+
+    The dilated causal conv is one Linear over the ``kernel`` taps stacked oldest-first ([x_{t-(k-1)d}, ..., x_t]):
+    the same maths as ``nn.Conv1d`` with left zero padding, but far cheaper than a conv call for 1-frame steps.
+    """
 
     def __init__(self, channels: int, kernel: int, dilation: int):
         super().__init__()
         self.norm = nn.LayerNorm(channels)
-        self.conv = nn.Conv1d(channels, channels, kernel, dilation=dilation)
+        self.conv = nn.Linear(kernel * channels, channels)
         self.act = nn.LeakyReLU(0.2)
         self.proj = nn.Linear(channels, channels)
         self.channels = channels
+        self.kernel = kernel
+        self.dilation = dilation
         self.context = (kernel - 1) * dilation
 
     def init_tail(self, batch_size: int, device: torch.device | str | None = None,
@@ -327,10 +372,11 @@ class CausalConvBlock(nn.Module):
         return torch.zeros(batch_size, self.context, self.channels, device=device, dtype=dtype)
 
     def forward(self, x: Tensor, tail: Tensor) -> tuple[Tensor, Tensor]:
+        T = x.shape[1]
         h = torch.cat([tail, self.norm(x)], 1)  # (B, context + T, C); zero tail == causal zero padding
         new_tail = h[:, h.shape[1] - self.context:].clone()  # (B, context, C)
-        c = self.conv(h.transpose(1, 2)).transpose(1, 2)  # (B, T, C)
-        return x + self.proj(self.act(c)), new_tail
+        taps = torch.cat([h[:, j * self.dilation: j * self.dilation + T] for j in range(self.kernel)], -1)  # (B,T,kC)
+        return x + self.proj(self.act(self.conv(taps))), new_tail
 
 
 class CausalConvEncoder(nn.Module):
@@ -354,28 +400,28 @@ class CausalConvEncoder(nn.Module):
         return self.norm(h), new
 
 
-class MambaStack(nn.Module):
-    """n pre-norm Mamba blocks + final LayerNorm (MambaTalk's MambaScan without its output Linear).
+class Scan(nn.Module):
+    """A causal Mamba stack (``models.mamba.MambaStack``: n blocks + final LayerNorm) or, with 0 layers, the identity.
 
-    With n_layers == 0 it is the identity (no norm, no state).
+    Chunks of one frame use the recurrent ``step`` path (cheapest per frame), longer chunks the blocked parallel scan;
+    both carry the same per-layer ``MambaState`` list.
     """
 
     def __init__(self, d_model: int, n_layers: int, cfg: GeneratorConfig):
         super().__init__()
-        self.blocks = nn.ModuleList(
-            MambaBlock(d_model, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand, mlp_hidden=cfg.mlp_hidden)
-            for _ in range(n_layers))
-        self.norm = nn.LayerNorm(d_model) if n_layers else nn.Identity()
+        self.stack = MambaStack(d_model, n_layers, mlp_hidden=cfg.mlp_hidden, d_state=cfg.d_state, d_conv=cfg.d_conv,
+                                expand=cfg.expand) if n_layers else None
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> list[MambaState]:
-        return [b.init_state(batch_size, device=device, dtype=dtype) for b in self.blocks]
+        return [] if self.stack is None else self.stack.init_state(batch_size, device, dtype)
 
     def forward(self, x: Tensor, states: list[MambaState]) -> tuple[Tensor, list[MambaState]]:
-        new = []
-        for block, s in zip(self.blocks, states):
-            x, s = block(x, s)
-            new.append(s)
-        return self.norm(x), new
+        if self.stack is None:
+            return x, []
+        if x.shape[1] == 1:
+            y, new = self.stack.step(x[:, 0], states)  # (B, D)
+            return y[:, None], new
+        return self.stack(x, states)
 
 
 def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
@@ -390,7 +436,7 @@ class PartBranch(nn.Module):
         H = cfg.hidden
         self.feature = _mlp(H, H, H)
         self.fuse = nn.Linear(2 * H, H)
-        self.scan = MambaStack(H, n_layers, cfg)
+        self.scan = Scan(H, n_layers, cfg)
         self.latent = nn.Linear(H, cfg.code_dim)
         self.classifier = _mlp(cfg.code_dim, H, cfg.codebook_size) if logits else None
 
@@ -422,11 +468,11 @@ class MambaTalkMHR(nn.Module):
                                                cfg.conv_kernel)
         self.motion_encoder = CausalConvEncoder(cfg.motion_dim, cfg.motion_hidden, cfg.motion_conv_layers,
                                                 cfg.conv_kernel)
-        self.audio_scan = MambaStack(cfg.audio_hidden, cfg.audio_scan_layers, cfg)
-        self.motion_scan = MambaStack(cfg.motion_hidden, cfg.motion_scan_layers, cfg)
+        self.audio_scan = Scan(cfg.audio_hidden, cfg.audio_scan_layers, cfg)
+        self.motion_scan = Scan(cfg.motion_hidden, cfg.motion_scan_layers, cfg)
         self.global_features = nn.Linear(cfg.audio_hidden + cfg.motion_hidden, H)
         self.trunk_in = nn.Linear(cfg.audio_hidden + cfg.motion_hidden, H)
-        self.trunk = MambaStack(H, cfg.trunk_layers, cfg)
+        self.trunk = Scan(H, cfg.trunk_layers, cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         self.parts = nn.ModuleDict({
             p: PartBranch(cfg, cfg.face_layers if p == "face" else cfg.part_layers,
@@ -481,8 +527,9 @@ class MambaTalkMHR(nn.Module):
             raise ValueError(f"speaker must be (B,) = ({B},) ids, got {tuple(speaker.shape)}")
         if speaker.dtype.is_floating_point or speaker.dtype == torch.bool:
             raise ValueError(f"speaker must be an integer (long) tensor, got {speaker.dtype}")
-        bad = speaker[(speaker < 0) | (speaker > cfg.n_speakers)]
-        if bad.numel():
+        lo, hi = torch.aminmax(speaker)
+        if int(lo) < 0 or int(hi) > cfg.n_speakers:
+            bad = speaker[(speaker < 0) | (speaker > cfg.n_speakers)]
             raise ValueError(f"speaker id {int(bad[0])} is outside [0, {cfg.n_speakers}] (n_speakers="
                              f"{cfg.n_speakers}); map unseen speakers to UNKNOWN_SPEAKER={cfg.n_speakers}")
         if motion is None:
@@ -526,7 +573,7 @@ class MambaTalkMHR(nn.Module):
         Neither the inputs nor ``state`` are modified.
         """
         self._check_inputs(audio, speaker, motion, mask)
-        if state.batch_size != audio.shape[0]:
+        if state.batch_size not in (None, audio.shape[0]):
             raise ValueError(f"state is for batch {state.batch_size}, audio has batch {audio.shape[0]}: "
                              "call init_state(batch_size) for this batch")
         B, T = audio.shape[:2]
@@ -594,6 +641,6 @@ def print_parameter_counts(model: nn.Module) -> None:
 
 __all__ = [
     "CONTACT_DIM", "GLOBAL_DIM", "GLOBAL_ROT6D_DIM", "GeneratorConfig", "GeneratorOutput", "GeneratorState",
-    "MambaTalkMHR", "delay", "euler_to_rot6d", "format_parameter_counts", "parameter_counts",
+    "MambaTalkMHR", "delay", "euler_to_rot6d", "generation_mask", "format_parameter_counts", "parameter_counts",
     "print_parameter_counts", "rot6d_to_euler", "valid_mask",
 ]

@@ -50,7 +50,7 @@ class QuantizeResult:
         loss: scalar commitment loss ``beta * mean((z - sg(zq))^2)``.
         perplexity: scalar exp(entropy) of this batch's code histogram (1 = collapse, K = uniform).
         usage: scalar fraction of codebook entries used at least once in this batch.
-        counts: (K,) float histogram of this batch's code ids.
+        counts: (K,) float histogram of this batch's code ids (valid frames only).
     """
 
     zq: Tensor
@@ -73,6 +73,9 @@ class VectorQuantizer(nn.Module):
             a random encoder output of the current batch; 0 disables restarts.
         eps: Laplace smoothing constant.
         part: part name, used in error messages.
+
+    Buffers: ``embed`` (K, D) codebook, ``embed_sum`` (K, D) and ``cluster_size`` (K,) EMA statistics (usage counts),
+    ``initialized``; ``restarts`` (not saved) is the number of codes restarted by the last training update.
     """
 
     def __init__(self, codebook_size: int, code_dim: int, beta: float = 0.25, decay: float = 0.99,
@@ -117,11 +120,13 @@ class VectorQuantizer(nn.Module):
                              f"[{int(indices.min())}, {int(indices.max())}]: check the checkpoint's codebook_size")
         return F.embedding(indices, self.embed)
 
-    def forward(self, z: Tensor) -> QuantizeResult:
+    def forward(self, z: Tensor, valid: Tensor | None = None) -> QuantizeResult:
         """Quantize latents (updates the codebook in training mode).
 
         Args:
             z: (B, T, D) encoder outputs.
+            valid: optional (B, T) bool, False for frames masked at ingestion: they still get an index, but are
+                left out of the codebook update, the loss and the statistics.
 
         Returns:
             QuantizeResult.
@@ -129,16 +134,23 @@ class VectorQuantizer(nn.Module):
         check_finite(z, self.part, "quantize()")
         b, t, d = z.shape
         flat = z.detach().reshape(b * t, d).float()  # (N, D)
-        update = self.training and flat.shape[0] > 0
+        keep = None if valid is None else valid.reshape(b * t).to(device=z.device, dtype=torch.bool)  # (N,)
+        stats = flat if keep is None else flat[keep]  # (N_valid, D)
+        update = self.training and stats.shape[0] > 0
         if update and not bool(self.initialized):  # data-dependent init: codes start on encoder outputs
-            self._restart(flat, torch.ones(self.codebook_size, dtype=torch.bool, device=flat.device))
+            self._restart(stats, torch.ones(self.codebook_size, dtype=torch.bool, device=flat.device))
             self.initialized.fill_(True)
         indices = self.nearest(flat)  # (N,)
         zq = F.embedding(indices, self.embed).view(b, t, d).to(z.dtype)  # (B, T, D) codebook before the update
+        used = indices if keep is None else indices[keep]  # (N_valid,)
         if update:
-            self._update(flat, indices)
-        loss = self.beta * F.mse_loss(z, zq.detach()) if z.numel() else z.new_zeros(())
-        counts = torch.bincount(indices, minlength=self.codebook_size).float()  # (K,)
+            self._update(stats, used)
+        if keep is None:
+            loss = self.beta * F.mse_loss(z, zq.detach()) if z.numel() else z.new_zeros(())
+        else:
+            m = keep.view(b, t, 1).to(z.dtype)
+            loss = self.beta * (((z - zq.detach()) ** 2) * m).sum() / (m.sum() * d).clamp_min(1.0)
+        counts = torch.bincount(used, minlength=self.codebook_size).float()  # (K,)
         probs = counts / counts.sum().clamp_min(1.0)
         perplexity = torch.exp(-(probs * torch.log(probs.clamp_min(1e-10))).sum())
         usage = (counts > 0).float().mean()

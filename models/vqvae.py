@@ -247,9 +247,13 @@ class PartVQVAE(nn.Module):
         check_finite(x, self.part, "encode()")
         return self.encoder(x)
 
-    def quantize(self, z: Tensor) -> QuantizeResult:
-        """Nearest codes of (B, T, code_dim) latents (EMA codebook update in training mode)."""
-        return self.quantizer(z)
+    def quantize(self, z: Tensor, valid: Tensor | None = None) -> QuantizeResult:
+        """Nearest codes of (B, T, code_dim) latents (EMA codebook update in training mode).
+
+        ``valid`` (B, T) bool, optional: frames masked at ingestion (False) get codes but do not update the codebook
+        nor count in the loss and statistics.
+        """
+        return self.quantizer(z, valid)
 
     def decode(self, zq: Tensor) -> Tensor:
         """(B, T, code_dim) -> (B, T, in_dim); frame t sees codes <= t + R (zero padding at both ends)."""
@@ -259,9 +263,9 @@ class PartVQVAE(nn.Module):
         """(B, T) long code ids -> (B, T, in_dim)."""
         return self.decode(self.quantizer.lookup(indices))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, QuantizeResult]:
-        """Reconstruct (B, T, in_dim); returns (recon (B, T, in_dim), QuantizeResult)."""
-        q = self.quantize(self.encode(x))
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> tuple[Tensor, QuantizeResult]:
+        """Reconstruct (B, T, in_dim); returns (recon (B, T, in_dim), QuantizeResult). ``valid``: see ``quantize``."""
+        q = self.quantize(self.encode(x), valid)
         return self.decode(q.zq), q
 
     def init_decode_state(self, batch: int, device: torch.device | str | None = None,
@@ -293,7 +297,7 @@ class PartVQVAE(nn.Module):
         start = state.n_seen - n_valid  # global index of window[0]; 0 or >= left + R before the first emitted frame
         first, stop = max(0, state.n_seen - self.cfg.lookahead), max(0, n_seen - self.cfg.lookahead)
         full = torch.cat([buf, zq_chunk.to(buf.dtype)], dim=1)
-        new_state = DecodeState(codes=full[:, full.shape[1] - width:], n_seen=n_seen)
+        new_state = DecodeState(codes=full[:, full.shape[1] - width:].clone(), n_seen=n_seen)
         if stop <= first:
             return zq_chunk.new_zeros(buf.shape[0], 0, self.cfg.in_dim), new_state
         return self.decode(window)[:, first - start: stop - start], new_state

@@ -110,7 +110,8 @@ class StreamClient:
         """The next message, parsed: binary frames as dataclasses, JSON as dicts (errors included)."""
         if self._backlog:
             return self._backlog.popleft()
-        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        async with asyncio.timeout(timeout):  # cheaper than wait_for (no extra task per message)
+            raw = await self.ws.recv()
         return protocol.unpack(raw) if isinstance(raw, bytes) else protocol.parse_server_text(raw)
 
     async def _await_reply(self, types: Iterable[str], timeout: float) -> dict:

@@ -42,10 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--chunk-ms", type=float, default=20.0, help="input chunk length (ms)")
     g = p.add_argument_group("model")
     g.add_argument("--checkpoint", default=None, help="model checkpoint (default: the one realtime.engine picks)")
-    g.add_argument("--chunk-frames", type=int, default=2, help="N: new frames per model step (latency vs cost)")
+    g.add_argument("--chunk-frames", type=int, default=None,
+                   help="N: new frames per model step, latency vs cost (default: the engine's)")
     g.add_argument("--face", default="auto", choices=["auto", "model", "envelope", "off"], help="face source")
     g.add_argument("--backend", default="auto", help="engine backend (see realtime.engine.load_driver)")
-    g.add_argument("--speaker", type=int, default=None, help="speaker id (default: the model's unknown speaker)")
+    g.add_argument("--speaker", type=int, default=None, help="speaker id (default or -1: the model's unknown speaker)")
     g.add_argument("--reference", type=Path, default=None, metavar="SEQ.npz",
                    help="take the session constants (camera, shape, bone lengths) from a motion sequence file")
     g = p.add_argument_group("server")
@@ -111,7 +112,8 @@ def reference_constants(path: Path) -> Any:
 def load_driver(args: argparse.Namespace) -> Any:
     from realtime.engine import load_driver as _load  # lazy: tests inject a driver instead
 
-    return _load(args.checkpoint, chunk_frames=args.chunk_frames, face_mode=args.face, backend=args.backend)
+    kw = {} if args.chunk_frames is None else {"chunk_frames": args.chunk_frames}
+    return _load(args.checkpoint, face_mode=args.face, backend=args.backend, **kw)
 
 
 class Recorder:
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None, *, driver: Any = None, demo_audio: Any =
         except NoInputDeviceError as e:
             return _fail(str(e))
         return 0
-    if args.chunk_frames < 1:
+    if args.chunk_frames is not None and args.chunk_frames < 1:
         return _fail(f"--chunk-frames must be >= 1, got {args.chunk_frames}")
     from realtime.server import check_bind
 

@@ -3,11 +3,12 @@
 Text messages are JSON objects with a ``type``. Binary messages start with a 20-byte little-endian prefix
 ``<BBHQd`` = (kind, protocol version, flags, index, time) followed by a fixed payload:
 
-| kind | name   | index                       | time (s)                        | payload                                   |
-|------|--------|-----------------------------|---------------------------------|-------------------------------------------|
-| 1    | pose   | frame index                 | audio time of the frame's end   | 320 float32 (models.layout)               |
-| 2    | audio  | first sample (model rate)   | audio time of the first sample  | int16 PCM, mono, 24 kHz                   |
-| 3    | joints | frame index                 | audio time of the frame's end   | 3 float32 root translation (cm) + 127x4 float32 local quaternions (x, y, z, w) |
+| kind | name   | index                     | time (s)                   | payload                                    |
+|------|--------|---------------------------|----------------------------|--------------------------------------------|
+| 1    | pose   | frame index               | audio time of frame's end  | 320 float32 (models.layout)                |
+| 2    | audio  | first sample (model rate) | audio time of first sample | int16 PCM, mono, 24 kHz                    |
+| 3    | joints | frame index               | audio time of frame's end  | root translation 3 float32 (cm) + 127 x 4  |
+|      |        |                           |                            | float32 local quaternions (x, y, z, w)     |
 
 Every frame's time is audio time from the session start (``(index + 1) / 30``), never wall clock, so bursts and
 replays stay aligned. The server sends a JSON header (names, layout, constants, budget, skeleton) once, then binary
@@ -139,10 +140,12 @@ def unpack(data: bytes | bytearray | memoryview) -> PoseFrame | JointsFrame | Au
     """Parse any binary server message. Raises ProtocolError on a short, unknown or wrong-version message."""
     buf = memoryview(data)
     if len(buf) < PREFIX.size:
-        raise ProtocolError(E_BAD_MESSAGE, f"binary message of {len(buf)} bytes is shorter than the {PREFIX.size}-byte prefix")
+        raise ProtocolError(E_BAD_MESSAGE, f"binary message of {len(buf)} bytes is shorter than the "
+                                           f"{PREFIX.size}-byte prefix")
     kind, version, flags, index, time = PREFIX.unpack_from(buf, 0)
     if version != PROTOCOL_VERSION:
-        raise ProtocolError(E_VERSION, f"binary message has protocol version {version}, this code speaks {PROTOCOL_VERSION}")
+        raise ProtocolError(E_VERSION, f"binary message has protocol version {version}, this code speaks "
+                                       f"{PROTOCOL_VERSION}")
     body = buf[PREFIX.size:]
     if kind == KIND_POSE:
         _expect_len(buf, POSE_BYTES, "pose")
@@ -310,11 +313,15 @@ def parse_start(msg: dict[str, Any]) -> StartRequest:
                         parse_streams(msg.get("streams", list(DEFAULT_STREAMS))))
 
 
-def parse_speaker(value: Any, optional: bool = False) -> int | None:
+def parse_speaker(value: Any, optional: bool = False, n_speakers: int | None = None) -> int | None:
+    """A speaker id: 0..n_speakers-1, or -1 for the model's dedicated unknown speaker (None where optional)."""
     if value is None and optional:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ProtocolError(E_BAD_MESSAGE, f"speaker must be a non-negative integer, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+        raise ProtocolError(E_BAD_MESSAGE, f"speaker must be an integer >= 0 (or -1: unknown), got {value!r}")
+    if n_speakers is not None and value > n_speakers:
+        raise ProtocolError(E_BAD_MESSAGE, f"speaker {value} is out of range: the model knows speakers "
+                                           f"0..{n_speakers - 1} ({n_speakers} or -1 = unknown)")
     return value
 
 

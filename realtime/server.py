@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from models.layout import SessionConstants as _DefaultConstants
 from models.rates import MODEL_SAMPLE_RATE, SAMPLES_PER_FRAME
 from realtime import protocol
 from realtime.protocol import ProtocolError
@@ -51,7 +52,11 @@ class ServerConfig:
         max_chunk_bytes: largest PCM chunk accepted (bigger ones get a ``too_large`` error, the connection stays).
         max_json_bytes: largest JSON message accepted.
         max_pending_s: per-session audio waiting for the model beyond which the source stops being read.
+        lossless_wait_s: how long a lossless session (a burst, a --fast file) waits per chunk for subscribers that
+            are all behind before it goes on and lets their queues drop.
         max_batch_s: most audio of one session handed to one ``driver.process`` call (fairness between sessions).
+        coalesce: hold a session's audio until it completes the engine's next N-frame release (fewer, larger
+            driver calls at no latency cost; needs the driver's chunk_frames, lookahead and decoder_right).
         queue_messages: per-subscriber send queue bound (oldest messages dropped beyond it).
         send_buffer_bytes: kernel send buffer per connection (small keeps a stalled client's backlog in our queue,
             where it is dropped oldest-first, instead of in the kernel).
@@ -66,7 +71,9 @@ class ServerConfig:
     max_chunk_bytes: int = 256 * 1024
     max_json_bytes: int = 64 * 1024
     max_pending_s: float = 2.0
+    lossless_wait_s: float = 2.0
     max_batch_s: float = 1.0
+    coalesce: bool = True
     queue_messages: int = 1024
     send_buffer_bytes: int | None = 128 * 1024
     ping_interval: float | None = 10.0
@@ -131,6 +138,8 @@ class Subscriber:
                 while self.queue:
                     await self.ws.send(self.queue.popleft())
                     self.sent += 1
+                    if len(self.queue) == self.max_queue // 2:
+                        self.live.wake()  # a lossless session may be waiting for this subscriber
         except Exception:  # ConnectionClosed and friends: the connection handler cleans up
             self.live.remove_subscriber(self)
 
@@ -167,6 +176,7 @@ class LiveSession:
         self.closing = False
         self.want_audio = False
         self.want_joints = False
+        self.lossless = False  # sources faster than real time (bursts, --fast files): see feed()
         self.ops: deque[tuple] = deque()
         self.pending_samples = 0
         self._drained = asyncio.Event()
@@ -197,12 +207,27 @@ class LiveSession:
     def pending_seconds(self) -> float:
         return self.pending_samples / MODEL_SAMPLE_RATE
 
+    def _subscribers_behind(self) -> bool:
+        """Every subscriber's queue is over half full (so a stalled one alone never holds the others)."""
+        return bool(self.subscribers) and all(len(s.queue) > s.max_queue // 2 for s in self.subscribers)
+
     async def feed(self, pcm: np.ndarray, arrival: float) -> None:
-        """Queue model-rate audio for the worker; waits while too much audio is pending (backpressure)."""
-        limit = self.server.config.max_pending_s
-        while self.pending_seconds() > limit and not self.closing:
+        """Queue model-rate audio for the worker. Waits while more than ``max_pending_s`` is pending (backpressure);
+        a lossless session also waits, up to ``lossless_wait_s`` per chunk, while all its subscribers are behind."""
+        cfg = self.server.config
+        deadline = None
+        while not self.closing:
+            timeout = None
+            if self.pending_seconds() <= cfg.max_pending_s:
+                if not (self.lossless and self._subscribers_behind()):
+                    break
+                deadline = deadline or time.monotonic() + cfg.lossless_wait_s
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break  # a client that does not read at all: go on, its queue drops the oldest frames
             self._drained.clear()
-            await self._drained.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout)
         if not self.closing and len(pcm):
             self.server.worker.submit(self, ("audio", np.asarray(pcm, np.float32), arrival))
 
@@ -247,6 +272,9 @@ class InferenceWorker(threading.Thread):
         self.server, self.loop = server, loop
         self.driver = server.driver
         self.max_batch = max(SAMPLES_PER_FRAME, int(server.config.max_batch_s * MODEL_SAMPLE_RATE))
+        n, la, r = (getattr(self.driver, k, None) for k in ("chunk_frames", "lookahead", "decoder_right"))
+        self.align = server.config.coalesce and all(isinstance(v, int) for v in (n, la, r)) and n >= 1
+        self.chunk, self.hold = (n, la + r) if self.align else (1, 0)
         self._cv = threading.Condition()
         self._active: list[LiveSession] = []
         self._stopping = False
@@ -266,28 +294,51 @@ class InferenceWorker(threading.Thread):
             self._stopping = True
             self._cv.notify()
 
+    def _emit_group(self, samples: int) -> int:
+        """How many N-frame releases the engine makes with ``samples`` of audio: frame k leaves once audio up to
+        frame k + L + R is in, N frames at a time (docs/CONTRACTS.md)."""
+        return max(0, samples // SAMPLES_PER_FRAME - self.hold) // self.chunk
+
+    def _ready(self, live: LiveSession) -> bool:
+        """Worth a driver call now: a control waits behind the audio, or the pending audio completes a release.
+
+        Calling the model on audio that cannot release a frame yet only adds per-call overhead, so small input
+        chunks (20 ms) are coalesced up to the next release boundary; no frame leaves later because of it.
+        """
+        if not self.align:
+            return True
+        total = 0
+        for op in live.ops:
+            if op[0] != "audio":
+                return True
+            total += len(op[1])
+        return self._emit_group(live.w_consumed + total) > self._emit_group(live.w_consumed)
+
     def _take(self) -> tuple[list[tuple[LiveSession, np.ndarray, list]], list[tuple[LiveSession, tuple]]] | None:
         with self._cv:
-            while not self._stopping and not self._active:
+            while True:
+                if self._stopping:
+                    return None
+                audio, controls = [], []
+                for live in list(self._active):
+                    if live.ops and live.ops[0][0] == "audio":  # a run of audio ops, up to max_batch samples
+                        if not self._ready(live):
+                            continue
+                        parts, taken = [], 0
+                        while live.ops and live.ops[0][0] == "audio" and (
+                                not parts or taken + len(live.ops[0][1]) <= self.max_batch):
+                            _, pcm, arrival = live.ops.popleft()
+                            parts.append((pcm, arrival))
+                            taken += len(pcm)
+                        live.pending_samples -= taken
+                        audio.append((live, np.concatenate([p for p, _ in parts]), parts))
+                    elif live.ops:
+                        controls.append((live, live.ops.popleft()))
+                    if not live.ops:
+                        self._active.remove(live)
+                if audio or controls:
+                    return audio, controls
                 self._cv.wait()
-            if self._stopping:
-                return None
-            audio, controls = [], []
-            for live in list(self._active):
-                if live.ops and live.ops[0][0] == "audio":  # a run of audio ops, up to max_batch samples
-                    parts, taken = [], 0
-                    while live.ops and live.ops[0][0] == "audio" and (not parts or taken + len(live.ops[0][1])
-                                                                       <= self.max_batch):
-                        _, pcm, arrival = live.ops.popleft()
-                        parts.append((pcm, arrival))
-                        taken += len(pcm)
-                    live.pending_samples -= taken
-                    audio.append((live, np.concatenate([p for p, _ in parts]), parts))
-                elif live.ops:
-                    controls.append((live, live.ops.popleft()))
-                if not live.ops:
-                    self._active.remove(live)
-            return audio, controls
 
     def run(self) -> None:
         while True:
@@ -298,14 +349,22 @@ class InferenceWorker(threading.Thread):
             deliveries = []
             try:
                 deliveries += self._run_audio(audio)
-                for live, op in controls:
-                    deliveries.append(self._run_control(live, op))
             except Exception as e:  # a model error must not kill the server: report it to the affected sessions
-                log.error("inference failed:\n%s", traceback.format_exc())
-                msg = protocol.error(protocol.E_INTERNAL, f"inference failed: {type(e).__name__}: {e}")
-                for live in {x[0] for x in audio} | {x[0] for x in controls}:
-                    deliveries.append(_Delivery(live, [("event", msg)]))
+                deliveries += [self._failed(live, e) for live, _, _ in audio]
+            for live, op in controls:
+                try:
+                    deliveries.append(self._run_control(live, op))
+                except Exception as e:
+                    d = self._failed(live, e)
+                    d.end = op[0] == "end"  # the session still ends (its subscribers must not wait forever)
+                    deliveries.append(d)
             self._post(deliveries, [x[0] for x in audio])
+
+    @staticmethod
+    def _failed(live: LiveSession, e: Exception) -> _Delivery:
+        log.error("session %s: inference failed:\n%s", live.name, traceback.format_exc())
+        msg = protocol.error(protocol.E_INTERNAL, f"inference failed: {type(e).__name__}: {e}")
+        return _Delivery(live, [("event", msg)])
 
     def _post(self, deliveries: list[_Delivery], fed: list[LiveSession]) -> None:
         def deliver_all() -> None:
@@ -353,8 +412,11 @@ class InferenceWorker(threading.Thread):
             live.w_last_arrival = t
             frames = live.engine.flush()
             self._pack_frames(live, d, frames, protocol.FLAG_FLUSH)
-            d.messages.append(("event", protocol.encode({"type": "end", "session": live.name,
-                                                         "frames": live.w_frames})))
+            st = live.stats
+            d.messages.append(("event", protocol.encode({
+                "type": "end", "session": live.name, "frames": live.w_frames,
+                "input": {"samples": live.w_consumed, "nonfinite": st.nonfinite, "clipped": st.clipped,
+                          "overflows": st.overflows}})))
             d.end = True
         return d
 
@@ -420,6 +482,8 @@ class AvatarServer:
         """Start the worker and, with ``listen``, the WebSocket/HTTP listener (checks the bind policy first)."""
         if listen:
             check_bind(self.config.host, self.config.token)
+        # the header's names and skeleton come from models.rig (which imports torch): build them once, off the loop
+        await asyncio.to_thread(lambda: (protocol.make_header("warmup", _DefaultConstants(), {}, "", protocol.STREAMS)))
         self.worker = InferenceWorker(self, asyncio.get_running_loop())
         self.worker.start()
         if listen:
@@ -464,6 +528,7 @@ class AvatarServer:
         """Feed a source into a session until the source ends (or ``duration`` seconds of audio), then end it."""
         limit = None if duration is None else int(duration * MODEL_SAMPLE_RATE)
         fed = 0
+        live.lossless = not source.realtime
         try:
             async for item in source.chunks():
                 if isinstance(item, Control):
@@ -591,6 +656,7 @@ class _Connection:
             raise ProtocolError(protocol.E_TOO_LARGE, f"PCM chunk of {len(data)} bytes exceeds the limit of "
                                                       f"{self.cfg.max_chunk_bytes}; send smaller chunks")
         await self.source.push(data, time.monotonic())
+        await asyncio.sleep(0)  # let the subscribers' send tasks run between the chunks of a burst
 
     async def on_subscribe(self, m: dict) -> None:
         self._check_auth(m)
@@ -651,7 +717,8 @@ class _Connection:
 
     async def on_speaker(self, m: dict) -> None:
         src = self._need_source("speaker")
-        await src.control("speaker", protocol.parse_speaker(m.get("speaker")))
+        n = getattr(self.server.driver, "n_speakers", None)
+        await src.control("speaker", protocol.parse_speaker(m.get("speaker"), n_speakers=n))
 
     async def on_stats(self, m: dict) -> None:
         await self.send(protocol.encode({"type": "stats", **self.server.stats()}))

@@ -62,15 +62,15 @@ class AudioConditioner:
         self.samples_in += len(clean)
         self.nonfinite += n_bad
         self.clipped += n_clip
-        out = self._rs.process(clean)
-        self.samples_out += len(out)
-        return out
+        return self._out(self._rs.process(clean))
 
     def finish(self) -> np.ndarray:
         """The resampler's tail at end of stream."""
-        out = self._rs.process(np.zeros(0, np.float32), last=True)
-        self.samples_out += len(out)
-        return out
+        return self._out(self._rs.process(np.zeros(0, np.float32), last=True))
+
+    def _out(self, y: np.ndarray) -> np.ndarray:
+        self.samples_out += len(y)
+        return np.clip(y, -1.0, 1.0, out=y)  # resampling can ring past full scale after clipped input
 
 
 class AudioSource(ABC):
@@ -78,6 +78,7 @@ class AudioSource(ABC):
 
     name: str = "source"
     conditioner: AudioConditioner | None = None
+    realtime: bool = True  # False: faster than real time (a burst or --fast): the server may pace it losslessly
 
     @abstractmethod
     def chunks(self) -> AsyncIterator[AudioChunk | Control]:
@@ -211,6 +212,7 @@ class NetworkSource(AudioSource):
     def __init__(self, req: protocol.StartRequest, max_queue: int = 4):
         self.req = req
         self.name = "network"
+        self.realtime = False  # a client may burst: pace it by its fastest subscriber instead of dropping frames
         self.conditioner = AudioConditioner(req.rate, req.channels)
         self._q: asyncio.Queue[AudioChunk | Control | None] = asyncio.Queue(maxsize=max_queue)
         self._ended = False
@@ -285,8 +287,9 @@ def list_devices(sd: Any = None) -> str:
         devices = sd.query_devices()
     except Exception as e:
         raise NoInputDeviceError(f"cannot query audio devices ({e}).\n{NO_DEVICE_HELP}") from e
-    text = str(devices).strip()
-    return text if text else "(PortAudio sees no audio devices)"
+    if not len(devices):
+        return "(PortAudio sees no audio devices)"
+    return str(devices).strip()
 
 
 def find_input_device(device: int | str | None = None, sd: Any = None) -> dict:

@@ -46,6 +46,17 @@ def require_egl() -> None:
         pytest.skip(f"EGL context unavailable: {e}")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """2-core CI: intra-op threads fight the test process and helper threads (a 3 ms decode took 82 ms)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def shared_dir() -> Path:
     return shared_path()

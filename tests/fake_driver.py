@@ -41,8 +41,8 @@ class FakeSession:
     def __init__(self, driver: FakeDriver, speaker: int | None, constants: layout.SessionConstants | None):
         self.driver = driver
         self.id = f"fake-{next(_ids)}"
-        self.speaker = 0 if speaker is None else int(speaker)
         self.constants = constants or layout.SessionConstants()
+        self.set_speaker(speaker)
         self.reset()
 
     def reset(self) -> None:
@@ -51,8 +51,12 @@ class FakeSession:
         self._received = 0  # samples since reset
         self.flushed = False
 
-    def set_speaker(self, speaker: int) -> None:
-        self.speaker = int(speaker)
+    def set_speaker(self, speaker: int | None) -> None:
+        """Like the engine: None or < 0 is the unknown speaker (id n_speakers); beyond it raises."""
+        n = self.driver.n_speakers
+        if speaker is not None and speaker > n:
+            raise ValueError(f"speaker {speaker} out of range 0..{n - 1} ({n} = unknown)")
+        self.speaker = n if speaker is None or speaker < 0 else int(speaker)
 
     def _emit(self, n: int) -> list[Frame]:
         out = []
@@ -102,9 +106,11 @@ class FakeDriver:
                  compute_ms: float = 0.0, compute_ms_per_frame: float = 0.0):
         self.chunk_frames, self.lookahead, self.decoder_right = chunk_frames, lookahead, decoder_right
         self.face_mode = face_mode
+        self.n_speakers = 16
         self.compute_ms, self.compute_ms_per_frame = compute_ms, compute_ms_per_frame
         self.calls = 0
         self.batch_sizes: list[int] = []
+        self.frames_per_item: list[int] = []  # frames released by each (session, audio) item of every call
 
     def budget(self) -> dict:
         frames = self.chunk_frames + self.lookahead + self.decoder_right
@@ -119,6 +125,7 @@ class FakeDriver:
         self.calls += 1
         self.batch_sizes.append(len(items))
         out = [s.push(pcm) for s, pcm in items]
+        self.frames_per_item += [len(f) for f in out]
         cost = self.compute_ms + self.compute_ms_per_frame * sum(len(f) for f in out)
         if cost > 0:
             time.sleep(cost / 1000.0)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,10 +20,7 @@ from exporters.bvh import (
 from models.layout import SessionConstants, to_sam3d
 from models.rig import F_CAM, N_JOINTS, forward_kinematics, load_rig
 from models.rotations import euler_to_matrix
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FIXTURES = sorted((SHARED / "fixtures" / "sam3d_body").glob("img_subj0*.npz"))
-needs_shared = pytest.mark.skipif(not FIXTURES, reason="../shared fixtures absent")
+from tests.conftest import shared_path
 
 
 def wild_motion(T: int = 16, seed: int = 0) -> np.ndarray:
@@ -153,10 +149,11 @@ def test_cli(tmp_path, capsys):
     assert "missing.npz: input npz not found" in capsys.readouterr().err
 
 
-@needs_shared
 @pytest.mark.shared
 def test_real_fixtures(tmp_path):
+    """The four real SAM 3D Body outputs (../shared; skipped when absent, required under CI)."""
     rig = load_rig()
+    FIXTURES = [shared_path("fixtures", "sam3d_body", f"img_subj0{i}.npz") for i in range(4)]
     mps = np.stack([np.load(f)["mhr_model_params"] for f in FIXTURES]).astype(np.float64)  # (4, 204) as a motion
     b = read_bvh(write_bvh(tmp_path / "real.bvh", mps))
     X, ids = file_positions(b)

@@ -13,11 +13,21 @@ from models.generator import (
     MambaTalkMHR,
     delay,
     euler_to_rot6d,
+    generation_mask,
     parameter_counts,
     rot6d_to_euler,
     valid_mask,
 )
 from models.rates import FEATURE_DIM
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """1-frame steps are tiny ops: one intra-op thread is faster and immune to a busy shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _model(**overrides) -> MambaTalkMHR:
@@ -97,13 +107,14 @@ def test_shapes_face_absent_and_no_face_logits():
     assert set(out2.latents) == {"body", "hand", "face"} and set(out2.logits) == {"body", "hand"}
 
 
+@pytest.mark.slow
 def test_forward_equals_step_over_chunks_2000_frames():
     model = _model()
     T = 2000
     audio, speaker, motion, mask = _inputs(model, 2, T, seed=3)
     with torch.no_grad():
         full = model(audio, speaker, motion, mask)
-        for chunk, B in ((1, 1), (2, 2), (7, 2)):
+        for chunk, B in ((1, 1), (2, 1), (7, 2)):
             state = model.init_state(B)
             outs = []
             for s in range(0, T, chunk):
@@ -270,3 +281,19 @@ def test_delay_aligns_targets_with_lookahead():
     assert torch.equal(delay(x, 0), x)
     assert delay(x, 9).abs().sum() == 0
     assert valid_mask(5, 2).tolist() == [False, False, True, True, True]
+
+
+def test_motion_slices_and_generation_mask():
+    cfg = GeneratorConfig.preset("tiny", lookahead=2, seed_frames=4)
+    sl = cfg.motion_slices
+    assert list(sl) == ["body", "hand", "face", "global_rot6d", "contact"]
+    assert [(v.start, v.stop) for v in sl.values()] == [(0, 70), (70, 178), (178, 253), (253, 259), (259, 263)]
+    no_face = GeneratorConfig.preset("tiny", part_dims={"body": 70, "hand": 108})
+    assert no_face.motion_slices["global_rot6d"] == slice(178, 184)
+    with pytest.raises(ValueError, match="motion_dim"):
+        GeneratorConfig.preset("tiny", motion_dim=100).motion_slices  # noqa: B018
+    mask = generation_mask(2, 10, cfg)
+    assert mask.shape == (2, 10, cfg.motion_dim) and mask.dtype == torch.bool
+    observed = (~mask).all(-1)[0].tolist()
+    assert observed == [False, False, True, True, True, True, False, False, False, False]
+    assert bool(generation_mask(1, 5, cfg, seed_frames=0).all())

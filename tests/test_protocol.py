@@ -109,11 +109,16 @@ def test_parse_start_validation():
                          "streams": ["joints", "pose"], "constants": {"focal_length": 1000.0}})
     assert (req.format, req.rate, req.channels, req.speaker, req.bytes_per_frame) == ("pcm_f32le", 48_000, 2, 4, 8)
     assert req.streams == ("pose", "joints") and req.constants.focal_length == 1000.0
+    assert P.parse_start({"format": "pcm_s16le", "rate": 8000, "speaker": -1}).speaker == -1  # unknown speaker
+    assert P.parse_speaker(16, n_speakers=16) == 16
+    with pytest.raises(P.ProtocolError, match="out of range"):
+        P.parse_speaker(17, n_speakers=16)
     for bad, code in [({"format": "mp3", "rate": 16000}, P.E_BAD_FORMAT),
                       ({"format": "pcm_s16le", "rate": 100}, P.E_BAD_FORMAT),
                       ({"format": "pcm_s16le", "rate": 16000, "channels": 0}, P.E_BAD_FORMAT),
                       ({"format": "pcm_s16le", "rate": 16000.5}, P.E_BAD_FORMAT),
-                      ({"format": "pcm_s16le", "rate": 16000, "speaker": -1}, P.E_BAD_MESSAGE),
+                      ({"format": "pcm_s16le", "rate": 16000, "speaker": -2}, P.E_BAD_MESSAGE),
+                      ({"format": "pcm_s16le", "rate": 16000, "speaker": True}, P.E_BAD_MESSAGE),
                       ({"format": "pcm_s16le", "rate": 16000, "streams": ["video"]}, P.E_BAD_MESSAGE),
                       ({"format": "pcm_s16le", "rate": 16000, "constants": {"pred_cam_t": [1, 2]}}, P.E_BAD_MESSAGE)]:
         with pytest.raises(P.ProtocolError) as e:

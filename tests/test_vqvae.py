@@ -13,6 +13,15 @@ from models.quantizer import VectorQuantizer
 from models.vqvae import MAX_LOOKAHEAD, PartVQVAE, VQConfig, count_parameters
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small convs run faster on one thread, and 2-thread OpenMP stalls badly when the CPU is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def small_cfg(**kw) -> VQConfig:
     base = dict(part="body", in_dim=8, code_dim=32, codebook_size=64, hidden=48, n_layers=2, lookahead=1)
     base.update(kw)
@@ -268,3 +277,24 @@ def test_onnx_export_decode_parity(tmp_path):
         out = sess.run(None, {"zq": zq.numpy()})[0]
         assert out.shape == ref.shape
         assert np.abs(out - ref).max() <= 1e-4
+
+
+def test_masked_frames_do_not_touch_codebook_or_loss():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(codebook_size=16, code_dim=4, part="body").train()
+    z = torch.randn(2, 30, 4)
+    valid = torch.ones(2, 30, dtype=torch.bool)
+    valid[1, 10:] = False
+    vq(z[:, :5])  # initialise
+    masked = z.clone()
+    masked[1, 10:] = 1e6  # garbage (finite) in frames masked at ingestion
+    a, b = VectorQuantizer(16, 4, part="body").train(), VectorQuantizer(16, 4, part="body").train()
+    a.load_state_dict(vq.state_dict())
+    b.load_state_dict(vq.state_dict())
+    torch.manual_seed(1)
+    qa = a(z, valid)
+    torch.manual_seed(1)
+    qb = b(masked, valid)
+    assert torch.equal(a.embed, b.embed) and torch.equal(a.cluster_size, b.cluster_size)
+    assert torch.allclose(qa.loss, qb.loss) and torch.equal(qa.counts, qb.counts) and float(qa.counts.sum()) == 40
+    assert qb.indices.shape == (2, 30)

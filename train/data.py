@@ -41,12 +41,12 @@ from train.ingest import (
     read_speaker_label,
 )
 
-CACHE_FORMAT = "mhr-window-cache-v1"
+CACHE_FORMAT = "mhr-window-cache-v2"
 CONSTANT_TOL = 1e-6  # a channel whose std over the dataset's valid frames is below this is constant
 FACE_CONSTANT_MESSAGE = ("face: nothing to learn (all expr/jaw constant) — the face VQ will be skipped and the "
                          "runtime drives the jaw from the audio envelope")
 HASH_FULL_LIMIT = 2 << 20  # files up to 2 MiB are hashed whole; larger ones by their first and last MiB
-CACHE_FILES = ("motion.npy", "features.npy", "valid.npy", "stats.npz")
+CACHE_FILES = ("motion.npy", "features.npy", "valid.npy", "audio.npy", "stats.npz")
 
 #: channel groups reported for constant status (indices into the 320-vector)
 REPORT_PARTS: dict[str, np.ndarray] = {
@@ -96,7 +96,7 @@ def part_status(stats: ChannelStats, tol: float = CONSTANT_TOL) -> dict[str, dic
     names = layout.channel_names()
     out: dict[str, dict[str, Any]] = {}
     for part, idx in REPORT_PARTS.items():
-        c = const[idx]
+        c = const[idx] & (stats.n > 0)
         n_c, n = int(c.sum()), len(idx)
         if stats.n == 0:
             status = "no data"
@@ -199,8 +199,9 @@ class DatasetReport:
     def format_text(self, verbose: bool = True) -> str:
         lines = []
         for f in self.files:
-            lines.append(f"[{f.status:8s}] {f.name}: {f.frames} frames ({f.seconds:.1f} s, {f.valid_frames} valid)"
-                         + (f", speaker {f.speaker}" if f.speaker is not None else "") + f"  <- {f.file}")
+            what = "" if f.status == "rejected" else (
+                f" {f.frames} frames ({f.seconds:.1f} s, {f.valid_frames} valid), speaker {f.speaker}")
+            lines.append(f"[{f.status:8s}] {f.name}:{what}  <- {f.file}")
             for i in f.issues:
                 if verbose or i.severity != "info":
                     lines.append("    " + str(i).replace("\n", "\n    "))
@@ -452,7 +453,7 @@ def build_cache(root: str | Path, out: str | Path, config: CacheConfig = CacheCo
     n = 0
     base = root if root.is_dir() else root.parent
     with open(tmp / "motion.raw", "wb") as fm, open(tmp / "features.raw", "wb") as ff, \
-            open(tmp / "valid.raw", "wb") as fv:
+            open(tmp / "valid.raw", "wb") as fv, open(tmp / "audio.raw", "wb") as fa:
         for src, seq, res in _progress(dp, len(dp.sources), "cache", progress):
             if seq is None:
                 rejected.append({"name": res.name, "file": res.file, "issues": [i.to_dict() for i in res.issues]})
@@ -463,6 +464,11 @@ def build_cache(root: str | Path, out: str | Path, config: CacheConfig = CacheCo
             fm.write(np.ascontiguousarray(seq.motion, np.float32).tobytes())
             ff.write(np.ascontiguousarray(feats, np.float32).tobytes())
             fv.write(np.ascontiguousarray(seq.valid, np.bool_).tobytes())
+            if len(seq.audio) != seq.n_frames * rates.SAMPLES_PER_FRAME:
+                raise RuntimeError(f"{src.path}: {len(seq.audio)} audio samples for {seq.n_frames} frames")
+            # model-rate audio as int16 (frame k <-> samples [800k, 800k + 800)): training recomputes features
+            # from it after waveform augmentation
+            fa.write(np.round(np.clip(seq.audio, -1, 1) * 32767).astype("<i2").tobytes())
             fstats.add(feats[seq.valid])
             table.append({
                 "name": seq.name, "start": n, "length": seq.n_frames, "valid_frames": int(seq.valid.sum()),
@@ -475,6 +481,7 @@ def build_cache(root: str | Path, out: str | Path, config: CacheConfig = CacheCo
     _raw_to_npy(tmp / "motion.raw", tmp / "motion.npy", "<f4", (n, layout.DIM))
     _raw_to_npy(tmp / "features.raw", tmp / "features.npy", "<f4", (n, rates.FEATURE_DIM))
     _raw_to_npy(tmp / "valid.raw", tmp / "valid.npy", "|b1", (n,))
+    _raw_to_npy(tmp / "audio.raw", tmp / "audio.npy", "<i2", (n * rates.SAMPLES_PER_FRAME,))
     st = dp.stats
     save_npz_deterministic(tmp / "stats.npz", {
         "mean": st.mean.astype(np.float32), "std": st.std.astype(np.float32),
@@ -491,7 +498,7 @@ def build_cache(root: str | Path, out: str | Path, config: CacheConfig = CacheCo
         "root": str(root.resolve()), "sources": fingerprints, "speakers": dp.speakers.to_dict(),
         "n_frames": n, "n_valid_frames": int(st.n),
         "arrays": {"motion": [n, layout.DIM, "float32"], "features": [n, rates.FEATURE_DIM, "float32"],
-                   "valid": [n, "bool"]},
+                   "valid": [n, "bool"], "audio": [n * rates.SAMPLES_PER_FRAME, "int16"]},
         "sequences": table, "rejected": rejected, "parts": report.parts,
         "dataset_issues": [i.to_dict() for i in report.dataset_issues],
     }

@@ -17,8 +17,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from models import rates
 from models.layout import SessionConstants
 from train.data import CACHE_FILES, CACHE_FORMAT
+
+_SPF = rates.SAMPLES_PER_FRAME  # audio samples per motion frame
 
 _BUILD_FIX = "build it with `python -m train.data cache DIR --out CACHE`"
 
@@ -97,9 +100,40 @@ class Cache:
         return self._array("features")
 
     @property
+    def audio(self) -> np.ndarray:
+        """(N * 800,) int16 model-rate audio, read-only memmap; frame k <-> samples [800k, 800k + 800)."""
+        return self._array("audio")
+
+    @property
     def valid(self) -> np.ndarray:
         """(N,) bool, read-only memmap."""
         return self._array("valid")
+
+    def feature_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean (160,), std (160,)) float32 of the audio features over valid frames."""
+        return (np.asarray(self.stats["features_mean"], np.float32).copy(),
+                np.asarray(self.stats["features_std"], np.float32).copy())
+
+    def mean_constants(self) -> SessionConstants:
+        """Session constants for a new session: valid-frame-weighted mean of the sequences' constants (the most
+        common image size; skeleton scales when every sequence has them). Defaults when the cache is empty."""
+        seqs = [s for s in self.sequences if s.valid_frames > 0]
+        if not seqs:
+            return SessionConstants()
+        w = np.array([s.valid_frames for s in seqs], np.float64)
+        w /= w.sum()
+
+        def avg(get) -> np.ndarray:
+            return np.einsum("s,s...->...", w, np.array([np.asarray(get(s.constants), np.float64) for s in seqs]))
+
+        sizes = [(s.constants.image_width, s.constants.image_height) for s in seqs]
+        W, H = max(sorted(set(sizes)), key=sizes.count)
+        have_scales = all(s.constants.skeleton_scales is not None for s in seqs)
+        return SessionConstants(
+            pred_cam_t=avg(lambda c: c.pred_cam_t), focal_length=float(avg(lambda c: c.focal_length)),
+            image_width=W, image_height=H, scale_params=avg(lambda c: c.scale_params),
+            shape_params=avg(lambda c: c.shape_params), bone_lengths=avg(lambda c: c.bone_lengths),
+            skeleton_scales=avg(lambda c: c.skeleton_scales) if have_scales else None)
 
     def sequence_arrays(self, i: int) -> dict[str, np.ndarray]:
         """Copies of sequence i's motion (T, 320), features (T, 160) and valid (T,)."""
@@ -146,7 +180,8 @@ class WindowDataset(Dataset):
         seed: split seed.
         min_valid: keep a window when at least this fraction of its frames is valid.
 
-    Items: ``motion`` (W, 320) float32, ``features`` (W, 160) float32, ``valid`` (W,) bool, ``speaker`` () long,
+    Items: ``motion`` (W, 320) float32, ``features`` (W, 160) float32, ``valid`` (W,) bool, ``audio`` (W * 800,)
+    float32 model-rate waveform, ``speaker`` () long,
     ``seq`` () long (index in the cache's sequence table), ``start`` () long (first frame inside the sequence).
     """
 
@@ -187,6 +222,8 @@ class WindowDataset(Dataset):
             "motion": torch.from_numpy(np.array(self.cache.motion[sl], dtype=np.float32)),  # copies
             "features": torch.from_numpy(np.array(self.cache.features[sl], dtype=np.float32)),
             "valid": torch.from_numpy(np.array(self.cache.valid[sl], dtype=bool)),
+            "audio": torch.from_numpy(np.asarray(self.cache.audio[sl.start * _SPF:sl.stop * _SPF], np.float32)
+                                      / 32767.0),
             "speaker": torch.tensor(s.speaker, dtype=torch.long),
             "seq": torch.tensor(i, dtype=torch.long),
             "start": torch.tensor(start, dtype=torch.long),

@@ -963,16 +963,17 @@ def read_sequence(src: SequenceSource, config: IngestConfig = IngestConfig(),
         where = (f"{src.path}.wav beside the folder or one audio file inside it" if src.kind == "frames"
                  else f"{src.path.with_suffix('.wav')} (or .flac)")
         issues.add("error", "audio", "no audio file found", f"put the audio at {where}")
-        issues.raise_if_errors()
     if src.kind == "frames":
         per, ids, present, valid, meta_arrays = _frames(src.path, issues)
         explicit = bool(meta_arrays.pop("_explicit_ids", False))
     else:
         arrays = load_npz(src.path, issues)
-        issues.raise_if_errors()
+        if arrays is None:
+            issues.raise_if_errors()
         per, ids, present, valid = _stacked(src.path, arrays, issues)
         meta_arrays = {k: arrays[k] for k in META_KEYS if k in arrays}
         explicit = any(k in arrays for k in ("track_ids", "person_index")) and ids.shape[1] > 1
+    issues.raise_if_errors()
     try:
         audio, rep = load_audio(src.audio)
     except (ValueError, OSError, RuntimeError) as e:

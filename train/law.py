@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models import layout, rates
-from models.audio import resample
+from models.audio import resample, to_mono_float
 from models.layout import SessionConstants
 from models.rig import load_rig
-from models.rotations import euler_to_matrix, matrix_to_6d, matrix_to_euler, sixd_to_matrix
+from models.rotations import euler_to_matrix, matrix_to_euler, sixd_to_matrix
 
 LAW_VERSION = "talker-law-v1"
 FPS = rates.MOTION_FPS
@@ -47,7 +47,7 @@ STRESS_ENV = 0.6  # a stressed onset must reach this envelope within its frame o
 ONSET_WINDOW = 30  # frames of past onset strength in the adaptive threshold (1 s)
 ONSET_K = 1.5  # threshold = ONSET_BIAS_DB + ONSET_K * mean(past onset strength)
 ONSET_BIAS_DB = 1.0
-ONSET_SPAN_DB = 6.0  # onset strength this far above threshold = full stress strength
+STRENGTH_SPAN = 2.0  # stress strength 1 at onset = (1 + STRENGTH_SPAN) x threshold
 N_BANDS = 16
 BAND_FMIN, BAND_FMAX = 100.0, 8000.0
 PITCH_SR = 8000
@@ -73,7 +73,7 @@ R_ARM, L_ARM = np.arange(24, 34), np.arange(34, 44)
 KNEE_REST = 0.05  # b47 / b56: soft knees; other leg slots 0 (straight standing, feet on the floor)
 JAW_MAX = 0.35  # jaw opening range 0..0.35 rad on jaw rx (motion[310] = body_pose_params[130])
 ELBOW_MIN = -0.45  # keeps per-speaker rest offsets inside the elbow limit [-0.5, 2.0]
-ACTIVITY_ATTACK_S, ACTIVITY_RELEASE_S = 0.4, 1.5
+ACTIVITY_ATTACK_S, ACTIVITY_RELEASE_S = 0.4, 2.0
 ACTIVITY_HOLD_FRAMES = 20  # 0.67 s
 GESTURE_SAT = 1.3  # soft saturation of overlapping beats: g -> G tanh(g / G)
 
@@ -176,7 +176,8 @@ def _spectral(x: np.ndarray, T: int, ref_db: np.ndarray, chunk: int = 4096) -> t
         spec = np.abs(np.fft.rfft(pad[idx] * win, n=rates.N_FFT)) ** 2  # (n, 257)
         bp = spec @ band
         logb[s:e] = 10.0 * np.log10(bp + 1e-10)
-        cent[s:e] = (spec * freqs).sum(1) / (spec.sum(1) + 1e-12)
+        mag = np.sqrt(spec)
+        cent[s:e] = (mag * freqs).sum(1) / (mag.sum(1) + 1e-12)
     # bands below (running peak - 50 dB) are noise: floor them so noise does not make onsets
     floor = np.repeat(ref_db, 4)[:, None] - 50.0
     logb = np.maximum(logb, floor)
@@ -211,7 +212,8 @@ def _pitch(x: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
         lag = (lo + first).astype(np.float64)
         i = lo + first
         ok = (i > lo) & (i < hi)
-        a, b, c = nac[np.arange(e - s), i - 1], nac[np.arange(e - s), i], nac[np.arange(e - s), np.minimum(i + 1, PITCH_WIN - 1)]
+        rows = np.arange(e - s)
+        a, b, c = nac[rows, i - 1], nac[rows, i], nac[rows, np.minimum(i + 1, PITCH_WIN - 1)]
         den = a - 2 * b + c
         shift = np.where(ok & (np.abs(den) > 1e-9), 0.5 * (a - c) / np.where(np.abs(den) > 1e-9, den, 1.0), 0.0)
         lag = lag + np.clip(shift, -0.5, 0.5)
@@ -230,12 +232,13 @@ def _runs(mask: np.ndarray, min_len: int) -> np.ndarray:
 
 
 def audio_descriptors(wave: np.ndarray, rate: int) -> Descriptors:
-    """Waveform (N,) at ``rate`` Hz -> per-frame descriptors (numpy/scipy only, deterministic).
+    """Waveform (N,) at ``rate`` Hz (float in [-1, 1], or int PCM) -> per-frame descriptors (numpy + soxr only).
 
     The wave is resampled to the 24 kHz model rate first (``models.audio.resample``), so frame k is model-rate
     samples [800k, 800k + 800), exactly the framing of ``models.rates`` and ``models.features``.
     """
-    x = np.asarray(wave, np.float32).reshape(-1)
+    x = np.asarray(wave)
+    x = to_mono_float(x) if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32).reshape(-1)
     if not np.all(np.isfinite(x)):
         raise ValueError("audio_descriptors: waveform contains NaN/Inf; sanitise it first (models.audio.sanitize)")
     x = resample(x, int(rate), SR) if int(rate) != SR else x
@@ -259,14 +262,15 @@ def audio_descriptors(wave: np.ndarray, rate: int) -> Descriptors:
     prev1 = np.concatenate([[-np.inf], onset[:-1]])
     prev2 = np.concatenate([[-np.inf, -np.inf], onset[:-2]])
     env_next = np.concatenate([env[1:], [env[-1]]])
-    cand = (onset > thr) & (onset >= prev1) & (onset >= prev2) & (onset > nxt) & (np.maximum(env, env_next) >= STRESS_ENV)
+    peak = (onset >= prev1) & (onset >= prev2) & (onset > nxt)
+    cand = peak & (onset > thr) & (np.maximum(env, env_next) >= STRESS_ENV)
     stressed = np.zeros(T, bool)
     last = -10 ** 9
     for c in np.flatnonzero(cand):
         if c - last >= MIN_ONSET_GAP_FRAMES:
             stressed[c] = True
             last = c
-    strength = np.where(stressed, np.clip((onset - thr) / ONSET_SPAN_DB, 0.0, 1.0), 0.0)
+    strength = np.where(stressed, np.clip((onset - thr) / (STRENGTH_SPAN * thr), 0.0, 1.0), 0.0)
 
     f0, acf_peak = _pitch(x, T)
     silent = env < SILENCE_ENV
@@ -380,7 +384,8 @@ class SpeakerStyle:
         if rng is None:
             cam = np.array([0.0, 0.9, self.camera_distance])
         else:
-            cam = np.array([rng.uniform(-0.3, 0.3), rng.uniform(0.8, 1.0), self.camera_distance * rng.uniform(0.95, 1.05)])
+            z = self.camera_distance * rng.uniform(0.95, 1.05)
+            cam = np.array([rng.uniform(-0.3, 0.3), rng.uniform(0.8, 1.0), z])
         return SessionConstants(pred_cam_t=cam, focal_length=float(np.hypot(W, H)), image_width=W, image_height=H,
                                 fps=float(FPS), scale_params=self.scale_params, shape_params=self.shape_params,
                                 bone_lengths=self.bone_lengths)
@@ -436,9 +441,6 @@ def _one_pole(x: np.ndarray, attack: float, release: float, init: float = 0.0) -
     return y
 
 
-_CURL_CACHE: dict[str, np.ndarray] = {}
-
-
 def hand_codes(curl: np.ndarray) -> np.ndarray:
     """Finger curl (T,) radians -> one hand's 54 ``hand_pose_params`` (T, 54); curl 0 = the mean relaxed hand (h = 0).
 
@@ -453,9 +455,14 @@ def hand_codes(curl: np.ndarray) -> np.ndarray:
     for j, dof in enumerate(rig.hand_code_dofs):
         thumb = j >= 12
         if dof == 3:
-            e = np.broadcast_to(matrix_to_euler(sixd_to_matrix(mean[i:i + 6])), (curl.shape[0], 3)).copy()
+            # rotate the (non-unit) code columns by delta = R' R^T: Gram-Schmidt is rotation-equivariant, so the
+            # decoded rotation is exactly R' (knuckle rz + 0.6 curl) and curl 0 gives the mean code back
+            R0 = sixd_to_matrix(mean[i:i + 6])
+            e = np.broadcast_to(matrix_to_euler(R0), (curl.shape[0], 3)).copy()
             e[:, 2] += (0.0 if thumb else 0.6) * curl[:, 0]
-            code[:, i:i + 6] = matrix_to_6d(euler_to_matrix(e))
+            delta = euler_to_matrix(e) @ R0.T  # (T, 3, 3)
+            code[:, i:i + 3] = delta @ mean[i:i + 3]
+            code[:, i + 3:i + 6] = delta @ mean[i + 3:i + 6]
             i += 6
         elif dof == 1:
             a = np.arctan2(mean[i], mean[i + 1]) + (0.4 if thumb else 1.0) * curl[:, 0]
@@ -487,7 +494,7 @@ def apply_law(desc: Descriptors, style: SpeakerStyle, rng: np.random.Generator |
     phases = np.zeros(6) if rng is None else rng.uniform(0.0, 2 * np.pi, 6)
 
     # speech activity: causal; holds for ACTIVITY_HOLD_FRAMES after the last sound (hands stay up across short
-    # pauses), then decays in ~1.5 s; rises in ~0.4 s
+    # pauses), then decays in ~2 s; rises in ~0.4 s
     speaking = _recent(~desc.silent, ACTIVITY_HOLD_FRAMES).astype(np.float64)
     activity = _one_pole(speaking, attack=1.0 / (ACTIVITY_ATTACK_S * FPS), release=1.0 / (ACTIVITY_RELEASE_S * FPS))
 
@@ -503,7 +510,7 @@ def apply_law(desc: Descriptors, style: SpeakerStyle, rng: np.random.Generator |
     # jaw: envelope above a closed-mouth gate, fast attack / slower release, one frame late
     open_ = np.clip((env - 0.2) / 0.8, 0.0, 1.0)
     open_s = _one_pole(open_, attack=0.8, release=0.45)
-    open_s = np.concatenate([np.zeros(JAW_LAG_FRAMES), open_s[:T - JAW_LAG_FRAMES]]) if T > JAW_LAG_FRAMES else open_s * 0
+    open_s = np.concatenate([np.zeros(JAW_LAG_FRAMES), open_s])[:T]
     jaw = np.clip(JAW_MAX * style.jaw_gain * open_s, 0.0, JAW_MAX)
 
     body = np.tile(_rest_body() + style.rest_offsets, (T, 1))
@@ -523,7 +530,8 @@ def apply_law(desc: Descriptors, style: SpeakerStyle, rng: np.random.Generator |
     body[:, 20] += 0.4 * nod  # neck_bend
     # idle: sway, breathing, slow head yaw (never frozen, also in pauses)
     s = style.sway_amp
-    body[:, 2] += s * (0.020 * np.sin(2 * np.pi * 0.11 * t + phases[0]) + 0.008 * np.sin(2 * np.pi * 0.23 * t + phases[1]))
+    body[:, 2] += s * (0.020 * np.sin(2 * np.pi * 0.11 * t + phases[0])
+                       + 0.008 * np.sin(2 * np.pi * 0.23 * t + phases[1]))
     body[:, 0] += s * 0.015 * np.sin(2 * np.pi * 0.07 * t + phases[2])
     breath = np.sin(2 * np.pi * style.breath_hz * t + phases[3])
     body[:, 17] += 0.012 * breath

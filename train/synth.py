@@ -16,13 +16,14 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from scipy import signal
 
 from models import layout, rates
-from models.audio import load_audio, resample
+from models.audio import load_audio
 from models.rig import F_CAM, forward_kinematics
 from train.law import LAW_VERSION, LOOKAHEAD_FRAMES, SpeakerStyle, apply_law, audio_descriptors
 
@@ -59,6 +60,11 @@ class Voice:
             formant_scale=float(rng.uniform(1.08, 1.2) if female else rng.uniform(0.95, 1.05)),
             stress_prob=float(rng.uniform(0.25, 0.4)), breathiness=float(rng.uniform(0.02, 0.08)),
         )
+
+
+@lru_cache(maxsize=16)
+def _bandpass(lo: int, hi: int, rate: int) -> np.ndarray:
+    return signal.butter(2, [lo, hi], "bandpass", fs=rate, output="sos")
 
 
 def _resonate(x: np.ndarray, freqs: np.ndarray, rate: int) -> np.ndarray:
@@ -118,8 +124,9 @@ def procedural_speech(seconds: float, voice: Voice, rng: np.random.Generator, ra
             if kind == "fric":
                 c = int(rng.uniform(0.2, 0.35) * n)
                 lo, hi = [(3500, 8000), (2000, 5000), (1000, 7000)][int(rng.integers(3))]
-                sos = signal.butter(2, [lo, min(hi, rate / 2 - 100)], "bandpass", fs=rate, output="sos")
-                seg[:c] = signal.sosfilt(sos, rng.normal(0, 1, c)) * 10 ** (rng.uniform(-20, -12) / 20) * _ramp(c, 5 * ms, 5 * ms)
+                sos = _bandpass(lo, min(hi, rate // 2 - 100), rate)
+                level = 10 ** (rng.uniform(-20, -12) / 20)
+                seg[:c] = signal.sosfilt(sos, rng.normal(0, 1, c)) * level * _ramp(c, 5 * ms, 5 * ms)
             elif kind == "plos":
                 closure, burst = int(rng.uniform(20, 40) * ms), int(rng.uniform(8, 15) * ms)
                 c = closure + burst
@@ -144,7 +151,7 @@ def procedural_speech(seconds: float, voice: Voice, rng: np.random.Generator, ra
             pos += n + int(rng.uniform(0, 30) * ms)
             if pos >= n_total:
                 break
-        pos += int(rng.uniform(0.2, 1.5) * rate)
+        pos += int((0.2 + 1.3 * rng.beta(1.5, 2.5)) * rate)  # pause 0.2-1.5 s, mean ~0.7 s
     out = out[:n_total]
     T = n_total // rates.SAMPLES_PER_FRAME
     fr = out[:T * rates.SAMPLES_PER_FRAME].reshape(T, -1)
@@ -285,8 +292,9 @@ def plan_sequences(n_speakers: int, minutes: float, seq_seconds: float, tts: boo
     n = math.ceil(rest / seq_seconds - 1e-9) if rest > 0.5 else 0
     for i in range(n):
         sec = min(seq_seconds, rest - i * seq_seconds)
+        # with --tts, sources alternate and each speaker gets both (speaker = i // 2), else speakers round robin
         src = "tts" if (tts and i % 2 == 1) else "procedural"
-        spk = i % n_speakers
+        spk = (i // 2 if tts else i) % n_speakers
         k = len(plans)
         plans.append(Plan(f"{'tts' if src == 'tts' else 'proc'}_s{spk:02d}_{k:05d}", src, spk, sec, k))
     return plans
@@ -323,10 +331,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speakers", type=int, default=4, help="number of synthetic speakers (styles)")
     ap.add_argument("--minutes", type=float, default=20.0, help="total minutes to write")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--audio-dir", type=Path, default=None, help="folder of wav/flac files used first, cut into sequences")
+    ap.add_argument("--audio-dir", type=Path, default=None,
+                    help="folder of wav/flac files, used first and cut into sequences")
     ap.add_argument("--tts", action="store_true", help="make half of the synthetic audio with espeak-ng")
     ap.add_argument("--seq-seconds", type=float, default=60.0, help="length of one sequence")
     a = ap.parse_args(argv)
+    if a.seed < 0:
+        ap.error("--seed must be >= 0")
     if a.speakers < 1:
         ap.error("--speakers must be >= 1")
     if a.minutes <= 0 or a.seq_seconds < 1:
@@ -355,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
                 "styles": {s: {k: v for k, v in vars(st).items() if not isinstance(v, np.ndarray)}
                            for s, st in styles.items()}}
     (a.out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    # the loader's speaker table (ROOT/speakers.json): integer ids in the npz index this list
+    (a.out / "speakers.json").write_text(json.dumps([f"synth_s{s:02d}" for s in range(a.speakers)]))
     total = sum(per_source.values()) / 60
     src = ", ".join(f"{k} {v / 60:.1f} min" for k, v in sorted(per_source.items()))
     print(f"wrote {len(plans)} sequences, {total:.1f} min, {a.speakers} speakers ({src}) to {a.out} "

@@ -65,7 +65,8 @@ def part_stats(cache, part: str, eps: float) -> tuple[np.ndarray, np.ndarray, bo
 
 
 def vq_loss(model, x: torch.Tensor, valid: torch.Tensor, vel_weight: float):
-    recon, q = model(x)
+    x = torch.where(valid[..., None], x, torch.zeros_like(x))  # masked (NaN-at-source) frames never reach the VQ
+    recon, q = model(x, valid)  # masked frames stay out of the codebook update and the commitment loss
     m = valid[..., None].float()
     denom = m.sum().clamp_min(1.0) * x.shape[-1]
     rec = (((recon - x) ** 2) * m).sum() / denom
@@ -139,7 +140,7 @@ def train_vq(part: str, cache_dir: str | Path, out: str | Path, cfg: VQTrainConf
     while step < cfg.steps:
         batch = next(batches)
         x = ((batch["motion"][..., idx].to(device) - mean_t) / std_t)
-        valid = batch["valid"].to(device)
+        valid = batch["valid"].to(device).bool()
         loss, logs = vq_loss(net, x, valid, cfg.vel_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -74,7 +74,7 @@ def _capsule_table() -> list[tuple[Anchor, Anchor, float, float, str]]:
                  ("thumb3", "thumb_null", 0.98, 0.85)]
         caps += [((j(a), None), (j(b), None), r0, r1, "skin") for a, b, r0, r1 in thumb]
         caps.append(((j("wrist"), None), (j("thumb0"), None), 1.9, 1.6, "skin"))
-    # spine and neck
+    # neck (the torso is an elliptical tube, see _TORSO)
     caps += [
         (("c_spine3", (0.0, 138.0, -2.0)), ("c_neck", (0.0, 143.0, 0.5)), 6.5, 5.8, "shirt"),
         (("c_neck", (0.0, 141.0, 0.2)), ("c_head", (0.0, 156.0, 2.5)), 5.3, 4.9, "skin"),
@@ -82,25 +82,33 @@ def _capsule_table() -> list[tuple[Anchor, Anchor, float, float, str]]:
     return caps
 
 
+# torso: a chain of elliptical-section capsules (anchor, half-width cm, depth/width ratio), pelvis to shoulders
+_TORSO: list[tuple[Anchor, float, float]] = [
+    (("root", (0.0, 85.0, -0.5)), 13.6, 0.74),
+    (("root", (0.0, 96.5, -0.5)), 14.6, 0.70),
+    (("c_spine1", (0.0, 107.0, 0.0)), 14.0, 0.72),
+    (("c_spine2", (0.0, 118.0, 0.0)), 14.6, 0.72),
+    (("c_spine3", (0.0, 128.5, 0.5)), 16.0, 0.68),
+    (("c_spine3", (0.0, 136.5, -1.0)), 14.0, 0.66),
+]
+_TORSO_COLORS = ("pants", "shirt", "shirt", "shirt", "shirt")
+
+
 def _ellipsoid_table() -> list[tuple[str, tuple[float, float, float], tuple[float, float, float],
                                      tuple[float, float, float], str]]:
     """(joint, rest-world centre, semi-axes, Euler XYZ degrees of the rest orientation, colour)."""
     E = [
-        ("root", (0.0, 91.5, -0.5), (15.2, 11.5, 10.5), (0, 0, 0), "pants"),
-        ("c_spine1", (0.0, 104.5, 0.0), (14.0, 13.0, 10.2), (0, 0, 0), "shirt"),
-        ("c_spine2", (0.0, 116.0, 0.0), (14.2, 9.5, 10.2), (0, 0, 0), "shirt"),
-        ("c_spine3", (0.0, 127.5, 0.0), (15.8, 14.5, 10.8), (0, 0, 0), "shirt"),
         # head: cranium, hair cap, upper face, nose, mouth cavity, lower jaw (on the jaw pseudo-joint)
-        ("c_head", (0.0, 162.0, 2.2), (8.0, 11.2, 10.0), (0, 0, 0), "skin"),
-        ("c_head", (0.0, 166.0, 0.6), (8.5, 9.4, 10.1), (-8, 0, 0), "hair"),
-        ("c_head", (0.0, 157.0, 5.5), (5.2, 4.0, 5.6), (0, 0, 0), "skin"),
-        ("c_head", (0.0, 159.4, 11.6), (1.1, 2.0, 1.4), (-20, 0, 0), "skin"),
-        ("c_head", (0.0, 154.8, 7.2), (2.8, 0.9, 3.9), (0, 0, 0), "mouth"),
-        ("c_jaw", (0.0, 153.0, 5.0), (5.6, 3.2, 6.4), (-18, 0, 0), "skin"),
+        ("c_head", (0.0, 161.6, 2.8), (8.0, 11.6, 9.8), (0, 0, 0), "skin"),
+        ("c_head", (0.0, 166.0, 0.8), (8.5, 9.4, 10.0), (-8, 0, 0), "hair"),
+        ("c_head", (0.0, 159.2, 12.0), (1.1, 2.0, 1.4), (-20, 0, 0), "skin"),
+        ("c_head", (0.0, 156.6, 8.0), (3.4, 1.8, 3.9), (0, 0, 0), "skin"),  # upper lip
+        ("c_head", (0.0, 154.4, 8.2), (2.8, 1.8, 3.1), (0, 0, 0), "mouth"),
+        ("c_jaw", (0.0, 152.6, 6.0), (5.2, 2.6, 6.0), (-10, 0, 0), "skin"),  # lower lip and chin
     ]
     for side, s in (("l", 1.0), ("r", -1.0)):
         E += [
-            (f"{side}_eye", (3.0 * s, 162.6, 10.7), (0.95, 0.95, 0.95), (0, 0, 0), "eye"),
+            (f"{side}_eye", (3.0 * s, 162.6, 11.4), (1.0, 1.0, 1.0), (0, 0, 0), "eye"),
             ("c_head", (8.0 * s, 161.5, 2.0), (1.3, 2.8, 1.9), (0, 0, 0), "skin"),
             (f"{side}_uparm", (14.5 * s, 140.5, -3.0), (6.0, 6.0, 6.0), (0, 0, 0), "shirt"),
         ]
@@ -112,7 +120,8 @@ class Primitives:
     """One frame of proxy geometry (native world, cm).
 
     Attributes:
-        capsules: (N, 11) float32 rows ``p0(3), r0, p1(3), r1, rgb(3)``.
+        capsules: (N, 16) float32 rows ``p0(3), r0, p1(3), r1, rgb(3), side(3), k0, k1``: a tapered capsule whose
+            cross-section is an ellipse with half-width r along ``side`` and half-depth k*r across it (k = 1: round).
         ellipsoids: (M, 15) float32 rows ``centre(3), axis0(3), axis1(3), axis2(3), rgb(3)``; axes are the
             semi-axis vectors (columns of the ellipsoid's linear map).
     """
@@ -153,13 +162,16 @@ class ProxyAvatar:
             j = name[a[0]]
             return j, np.zeros(3) if a[1] is None else np.asarray(a[1], np.float64) - X0[j]
 
-        caps = _capsule_table()
+        caps = [(a, b, ra, rb, col, 1.0, 1.0) for a, b, ra, rb, col in _capsule_table()]
+        caps += [(_TORSO[i][0], _TORSO[i + 1][0], _TORSO[i][1], _TORSO[i + 1][1], _TORSO_COLORS[i], _TORSO[i][2],
+                  _TORSO[i + 1][2]) for i in range(len(_TORSO) - 1)]
         ja, da = zip(*(anchor(c[0]) for c in caps))
         jb, db = zip(*(anchor(c[1]) for c in caps))
         self._cap_j = np.array([ja, jb])  # (2, N)
         self._cap_d = np.stack([np.array(da), np.array(db)])  # (2, N, 3)
         self._cap_r = np.array([[c[2], c[3]] for c in caps], np.float32)  # (N, 2)
         self._cap_rgb = np.array([COLORS[c[4]] for c in caps], np.float32)
+        self._cap_k = np.array([[c[5], c[6]] for c in caps], np.float32)  # (N, 2)
 
         ells = _ellipsoid_table()
         ej, ed, ea, ergb = [], [], [], []
@@ -217,7 +229,9 @@ class ProxyAvatar:
         Rrel = Re @ np.swapaxes(self._R_rest, -1, -2)  # (128, 3, 3)
 
         pa = Xe[self._cap_j] + np.einsum("knab,knb->kna", Rrel[self._cap_j], self._cap_d)  # (2, N, 3)
-        caps = np.concatenate([pa[0], self._cap_r[:, :1], pa[1], self._cap_r[:, 1:], self._cap_rgb], axis=1)
+        side = Rrel[self._cap_j[0]][:, :, 0]  # the rest-pose +X (subject's left) carried by the first anchor's joint
+        caps = np.concatenate([pa[0], self._cap_r[:, :1], pa[1], self._cap_r[:, 1:], self._cap_rgb, side,
+                               self._cap_k], axis=1)
         Rj_e = Rrel[self._ell_j]
         centre = Xe[self._ell_j] + np.einsum("nab,nb->na", Rj_e, self._ell_d)
         axes = Rj_e @ self._ell_a  # (M, 3, 3), columns = semi-axes

@@ -36,7 +36,8 @@ class SequenceDrawables:
         else:
             v = mhr.vertices(seq.constants.shape_params, seq.model_params[sample], seq.motion[sample, EXPR])
             self.floor_y = float(v[..., 1].min())
-        self.center, self.distance = framing(X)
+        self.points = X.reshape(-1, 3)  # sampled joint positions: framing for any fov/aspect
+        self.center, self.distance = framing(self.points)
 
     def jaw(self, i: int) -> np.ndarray:
         j = np.asarray(self.seq.jaw[i], np.float64)

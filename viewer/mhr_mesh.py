@@ -11,6 +11,7 @@ subtree (``c_jaw`` and its children: teeth, chin, tongue) times the rigid jaw ro
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +59,9 @@ class MHRMesh:
         if not path.is_file():
             raise MHRModelError(f"{path}: no such file; expected {EXPECTED}")
         try:
-            module = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript deprecated; mhr_model.pt is TorchScript
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(str(path), map_location="cpu")
         except Exception as e:  # noqa: BLE001 - any loader failure means "not TorchScript"
             raise MHRModelError(f"{path}: not a TorchScript archive ({type(e).__name__}: {str(e)[:200]}); "
                                 f"expected {EXPECTED}") from e

@@ -43,26 +43,28 @@ class OffscreenRenderer:
     def __init__(self, size: tuple[int, int], samples: int = 4, ctx: moderngl.Context | None = None) -> None:
         self.ctx = ctx or create_headless_context()
         self.size = (int(size[0]), int(size[1]))
-        self.scene = Scene(self.ctx)
-        samples = min(samples, self.ctx.max_samples) if samples else 0
-        self.fbo = self.ctx.framebuffer(
-            color_attachments=[self.ctx.renderbuffer(self.size)],
-            depth_attachment=self.ctx.depth_renderbuffer(self.size))
-        self.fbo_ms = None
-        if samples > 1:
-            self.fbo_ms = self.ctx.framebuffer(
-                color_attachments=[self.ctx.renderbuffer(self.size, samples=samples)],
-                depth_attachment=self.ctx.depth_renderbuffer(self.size, samples=samples))
+        with self.ctx:  # make it current: another context may have been created (or released) since
+            self.scene = Scene(self.ctx)
+            samples = min(samples, self.ctx.max_samples) if samples else 0
+            self.fbo = self.ctx.framebuffer(
+                color_attachments=[self.ctx.renderbuffer(self.size)],
+                depth_attachment=self.ctx.depth_renderbuffer(self.size))
+            self.fbo_ms = None
+            if samples > 1:
+                self.fbo_ms = self.ctx.framebuffer(
+                    color_attachments=[self.ctx.renderbuffer(self.size, samples=samples)],
+                    depth_attachment=self.ctx.depth_renderbuffer(self.size, samples=samples))
 
     def render(self, camera: Camera, prims: Primitives | None = None, mesh: MeshFrame | None = None,
                floor_y: float = 0.0, center: np.ndarray | None = None, show_floor: bool = True) -> np.ndarray:
         """Draw one frame and return it as (H, W, 3) uint8, top row first."""
-        target = self.fbo_ms or self.fbo
-        target.viewport = (0, 0, *self.size)
-        self.scene.draw(target, camera, prims, mesh, floor_y, center, show_floor)
-        if self.fbo_ms is not None:
-            self.ctx.copy_framebuffer(self.fbo, self.fbo_ms)
-        data = self.fbo.read(components=3, alignment=1)
+        with self.ctx:  # make this context current (another renderer may have been created since)
+            target = self.fbo_ms or self.fbo
+            target.viewport = (0, 0, *self.size)
+            self.scene.draw(target, camera, prims, mesh, floor_y, center, show_floor)
+            if self.fbo_ms is not None:
+                self.ctx.copy_framebuffer(self.fbo, self.fbo_ms)
+            data = self.fbo.read(components=3, alignment=1)
         img = np.frombuffer(data, np.uint8).reshape(self.size[1], self.size[0], 3)
         return img[::-1].copy()
 

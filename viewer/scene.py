@@ -18,7 +18,7 @@ BACKDROP_TOP = (0.80, 0.84, 0.89)
 BACKDROP_BOTTOM = (0.93, 0.93, 0.94)
 FLOOR_COLOR = (0.86, 0.86, 0.87)
 LINE_COLOR = (0.62, 0.64, 0.68)
-SHADOW_COLOR = (0.60, 0.61, 0.64)
+SHADOW_MULTIPLY = (0.70, 0.71, 0.74)  # floor colour factor under the shadow
 MESH_COLOR = (0.78, 0.70, 0.64)
 
 
@@ -99,10 +99,10 @@ class Scene:
         cap_rows, cap_idx = capsule_template()
         self._cap_vbo = ctx.buffer(cap_rows.tobytes())
         self._cap_ibo = ctx.buffer(cap_idx.tobytes())
-        self._cap_inst = ctx.buffer(reserve=max_instances * 11 * 4, dynamic=True)
+        self._cap_inst = ctx.buffer(reserve=max_instances * 16 * 4, dynamic=True)
         self.cap_vao = ctx.vertex_array(self.solid_cap, [
             (self._cap_vbo, "3f 1f", "in_dir", "in_end"),
-            (self._cap_inst, "3f 1f 3f 1f 3f/i", "i_p0", "i_r0", "i_p1", "i_r1", "i_color"),
+            (self._cap_inst, "3f 1f 3f 1f 3f 3f 2f/i", "i_p0", "i_r0", "i_p1", "i_r1", "i_color", "i_side", "i_k"),
         ], index_buffer=self._cap_ibo)
 
         sph, sph_idx = sphere_directions()
@@ -127,20 +127,38 @@ class Scene:
     def draw(self, fbo: moderngl.Framebuffer, camera: Camera, prims: Primitives | None = None,
              mesh: MeshFrame | None = None, floor_y: float = 0.0, center: np.ndarray | None = None,
              show_floor: bool = True) -> None:
-        """Render one frame into ``fbo`` (which must already be the viewport's target)."""
+        """Render one frame into ``fbo`` (its viewport must already cover the target)."""
         ctx = self.ctx
-        fbo.use()
-        ctx.clear(*BACKDROP_BOTTOM, 1.0, depth=1.0)
         light = camera.yaw_light().astype(np.float32)
         vp = camera.vp_gl()
         eye = tuple(float(x) for x in camera.eye)
         center = np.zeros(3) if center is None else np.asarray(center)
-
         ctx.disable(moderngl.DEPTH_TEST | moderngl.CULL_FACE | moderngl.BLEND)
+        for prog in (self.solid_cap, self.solid_ell, self.solid_mesh):
+            prog["u_vp"].write(vp)
+            prog["u_light"].value = tuple(float(x) for x in light)
+            prog["u_eye"].value = eye
+            prog["u_floor"].value = float(floor_y)
+            prog["u_shadow_color"].value = (1.0, 1.0, 1.0)
+        if mesh is not None:
+            self._upload_mesh(mesh)
+            self.solid_mesh["u_color"].value = MESH_COLOR
+        if prims is not None:
+            self._upload_prims(prims)
+
+        if show_floor:
+            # planar shadow: the geometry flattened onto the floor along the light, written as 1.0 into a
+            # screen-sized mask (idempotent: overlapping layers cannot darken twice); the floor shader reads it
+            mask_fbo = self._shadow_mask(fbo.viewport[2:])
+            mask_fbo.use()
+            ctx.clear(0.0, 0.0, 0.0, 0.0)
+            self._render_geometry(prims, mesh, shadow=1)
+
+        fbo.use()
+        ctx.clear(*BACKDROP_BOTTOM, 1.0, depth=1.0)
         self.back_prog["u_top"].value = BACKDROP_TOP
         self.back_prog["u_bottom"].value = BACKDROP_BOTTOM
         self.back_vao.render(moderngl.TRIANGLES)
-
         ctx.enable(moderngl.DEPTH_TEST)
         if show_floor:
             fp = self.floor_prog
@@ -151,34 +169,26 @@ class Scene:
             fp["u_line_color"].value = LINE_COLOR
             fp["u_fog_color"].value = BACKDROP_BOTTOM
             fp["u_cell"].value = 50.0
+            fp["u_shadow"].value = SHADOW_MULTIPLY
+            self._mask_tex.use(0)
+            fp["u_mask"].value = 0
             self.floor_vao.render(moderngl.TRIANGLE_STRIP)
-
-        for prog in (self.solid_cap, self.solid_ell, self.solid_mesh):
-            prog["u_vp"].write(vp)
-            prog["u_light"].value = tuple(float(x) for x in light)
-            prog["u_eye"].value = eye
-            prog["u_floor"].value = float(floor_y)
-            prog["u_shadow_color"].value = SHADOW_COLOR
-        if mesh is not None:
-            self._upload_mesh(mesh)
-            self.solid_mesh["u_color"].value = MESH_COLOR
-        if prims is not None:
-            self._upload_prims(prims)
-
-        if show_floor:  # planar shadows: flattened geometry, MIN blending so overlaps do not darken twice
-            ctx.depth_mask = False
-            ctx.disable(moderngl.DEPTH_TEST)
-            ctx.enable(moderngl.BLEND)
-            ctx.blend_equation = moderngl.MIN
-            self._render_geometry(prims, mesh, shadow=1)
-            ctx.blend_equation = moderngl.FUNC_ADD
-            ctx.disable(moderngl.BLEND)
-            ctx.depth_mask = True
-            ctx.enable(moderngl.DEPTH_TEST)
         ctx.enable(moderngl.CULL_FACE)
         ctx.front_face = "ccw"
         self._render_geometry(prims, mesh, shadow=0)
-        ctx.disable(moderngl.CULL_FACE)
+        ctx.disable(moderngl.CULL_FACE | moderngl.DEPTH_TEST)
+
+    def _shadow_mask(self, size: tuple[int, int]) -> moderngl.Framebuffer:
+        size = (max(int(size[0]), 1), max(int(size[1]), 1))
+        if getattr(self, "_mask_size", None) != size:
+            if getattr(self, "_mask_fbo", None) is not None:
+                self._mask_fbo.release()
+                self._mask_tex.release()
+            self._mask_tex = self.ctx.texture(size, 1, dtype="f1")
+            self._mask_tex.filter = moderngl.NEAREST, moderngl.NEAREST
+            self._mask_fbo = self.ctx.framebuffer(color_attachments=[self._mask_tex])
+            self._mask_size = size
+        return self._mask_fbo
 
     def _render_geometry(self, prims: Primitives | None, mesh: MeshFrame | None, shadow: int) -> None:
         if prims is not None:
@@ -188,13 +198,11 @@ class Scene:
             self.ell_vao.render(moderngl.TRIANGLES, instances=len(prims.ellipsoids))
         if mesh is not None:
             self.solid_mesh["u_shadow"].value = shadow
-            # meshes may have either winding: never cull them
-            cull = self.ctx.front_face
+            cull = shadow == 0  # meshes may have either winding: never cull them
             self.ctx.disable(moderngl.CULL_FACE)
             self._mesh["vao"].render(moderngl.TRIANGLES)
-            if shadow == 0:
+            if cull:
                 self.ctx.enable(moderngl.CULL_FACE)
-                self.ctx.front_face = cull
 
     def _upload_prims(self, prims: Primitives) -> None:
         n_c, n_e = len(prims.capsules), len(prims.ellipsoids)

@@ -58,10 +58,6 @@ class Sequence:
         """(T, 3) jaw Euler angles (body_pose_params[130:133])."""
         return self.motion[:, JAW]
 
-    def slice(self, start: int, stop: int | None) -> Sequence:
-        s = slice(start, stop)
-        return Sequence(self.motion[s], self.model_params[s], self.constants, self.offsets, self.path, self.notes)
-
 
 def from_motion(motion: np.ndarray, constants: SessionConstants | None = None) -> Sequence:
     """An in-memory (T, 320) motion (e.g. a live stream's frames) -> Sequence."""

@@ -24,7 +24,7 @@ uniform int u_shadow;       // 1: flatten onto the floor along u_light (planar s
 uniform float u_floor;
 vec3 to_floor(vec3 p) {
     float t = (p.y - u_floor) / max(u_light.y, 0.2);
-    return vec3(p.x - u_light.x * t, u_floor + 0.05, p.z - u_light.z * t);
+    return vec3(p.x - u_light.x * t, u_floor, p.z - u_light.z * t);
 }
 """
 
@@ -53,6 +53,8 @@ in float i_r0;
 in vec3 i_p1;
 in float i_r1;
 in vec3 i_color;
+in vec3 i_side;             // width direction of an elliptical cross-section
+in vec2 i_k;                // depth/width ratio at p0, p1 (1 = round)
 uniform mat4 u_vp;
 uniform vec3 u_light;
 out vec3 v_n;
@@ -63,14 +65,16 @@ void main() {
     vec3 ax = i_p1 - i_p0;
     float len = length(ax);
     vec3 w = len > 1e-5 ? ax / len : vec3(0.0, 1.0, 0.0);
+    vec3 s = i_side - dot(i_side, w) * w;
     vec3 a = abs(w.y) < 0.9 ? vec3(0.0, 1.0, 0.0) : vec3(1.0, 0.0, 0.0);
-    vec3 u = normalize(cross(a, w));
+    vec3 u = dot(s, s) > 1e-4 ? normalize(s) : normalize(cross(a, w));
     vec3 v = cross(w, u);
     float r = mix(i_r0, i_r1, in_end);
-    vec3 n = u * in_dir.x + v * in_dir.y + w * in_dir.z;
-    vec3 p = mix(i_p0, i_p1, in_end) + r * n;
+    float k = mix(i_k.x, i_k.y, in_end);
+    vec3 off = r * (u * in_dir.x + v * (k * in_dir.y) + w * (k * in_dir.z));
+    vec3 p = mix(i_p0, i_p1, in_end) + off;
     if (u_shadow == 1) p = to_floor(p);
-    v_n = n;
+    v_n = normalize(u * in_dir.x + v * (in_dir.y / k) + w * (in_dir.z / k));
     v_p = p;
     v_c = i_color;
     gl_Position = u_vp * vec4(p, 1.0);
@@ -145,6 +149,8 @@ uniform vec3 u_floor_color;
 uniform vec3 u_line_color;
 uniform vec3 u_fog_color;
 uniform float u_cell;
+uniform vec3 u_shadow;      // colour factor under the shadow
+uniform sampler2D u_mask;   // screen-space shadow mask (1 = in shadow)
 out vec4 f_color;
 void main() {
     vec2 g = v_p.xz / u_cell;
@@ -157,6 +163,8 @@ void main() {
     float fade = exp(-dist / 700.0);
     vec3 c = mix(u_floor_color, u_line_color, max(line * 0.55, line5 * 0.8) * fade);
     c *= 0.93 + 0.07 * exp(-dist / 250.0);
+    float m = texelFetch(u_mask, ivec2(gl_FragCoord.xy), 0).r;
+    c *= mix(vec3(1.0), u_shadow, m);
     c = mix(u_fog_color, c, exp(-dist / 2500.0));
     f_color = vec4(c, 1.0);
 }

@@ -103,12 +103,14 @@ function connect() {
   const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/";
   const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
-  ws.onopen = () => {
+  const subscribe = () => {
+    if (ws.readyState !== WebSocket.OPEN) return;
     status("subscribing…");
     const msg = {type: "subscribe", version: VERSION, session: SESSION, streams: ["joints"]};
     if (TOKEN) msg.token = TOKEN;
     ws.send(JSON.stringify(msg));
   };
+  ws.onopen = subscribe;
   ws.onmessage = (ev) => {
     if (typeof ev.data === "string") {
       const m = JSON.parse(ev.data);
@@ -117,6 +119,7 @@ function connect() {
         skel = m.joints; fit = null; el("session").textContent = m.session; status("streaming (" + m.face_mode + " face)");
       } else if (m.type === "error") {
         status("error " + m.code + ": " + m.message);
+        if (m.code === "unknown_session") setTimeout(subscribe, 2000);  // the session may start later
       } else if (m.type === "end") {
         status("session ended after " + m.frames + " frames");
       } else if (m.type === "reset") {
