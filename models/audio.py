@@ -92,7 +92,7 @@ def load_audio(path: str | Path, target: int = MODEL_SAMPLE_RATE) -> tuple[np.nd
     try:
         data, rate = sf.read(str(p), dtype="float32", always_2d=True)
     except Exception as e:  # libsndfile errors are terse: name the file and what we accept
-        raise ValueError(f"{p}: cannot read audio ({e}); expected a WAV/FLAC/OGG file (any rate, mono or stereo)") from e
+        raise ValueError(f"{p}: cannot read audio ({e}); expected WAV/FLAC/OGG, any rate, mono/stereo") from e
     channels = data.shape[1]
     mono, n_bad, n_clip = sanitize(to_mono_float(data))
     out = resample(mono, rate, target)
