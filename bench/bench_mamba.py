@@ -63,9 +63,11 @@ def bench_layer(d_model: int, batch: int, length: int, step_frames: int, repeats
     return row
 
 
-def bench_stack(d_model: int, n_layers: int, mlp_hidden: int | None, steps: int, repeats: int) -> float:
+def bench_stack(d_model: int, n_layers: int, mlp_hidden: int | None, steps: int, repeats: int, int8: bool) -> float:
     torch.manual_seed(0)
     stack = MambaStack(d_model, n_layers, mlp_hidden=mlp_hidden).eval()
+    if int8:  # dynamic int8 Linear weights: a 4x smaller weight stream (step at batch 1 is memory-bandwidth bound)
+        stack = torch.ao.quantization.quantize_dynamic(stack, {torch.nn.Linear}, dtype=torch.qint8)
     x = torch.randn(1, steps, d_model)
     with torch.inference_mode():
         return 1e3 * best_of(lambda: step_loop(stack, x, stack.init_state(1)), repeats) / steps
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stack-mlp", type=int, nargs="+", default=[768, 0, -1],
                    help="MLP hidden widths for table 2 (768 = MambaTalk, 0 = no MLP, -1 = mamba-ssm default 8/3*d)")
     p.add_argument("--stack-steps", type=int, default=60)
+    p.add_argument("--int8", action="store_true", help="table 2 also with dynamic int8 Linear weights")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,10 +105,12 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.stack_layers:
         print(f"\nMambaStack({args.stack_d}, {args.stack_layers} layers).step at batch 1", flush=True)
-        for hid in args.stack_mlp:
-            ms = bench_stack(args.stack_d, args.stack_layers, None if hid < 0 else hid, args.stack_steps, args.repeats)
-            name = "8/3*d default" if hid < 0 else ("none" if hid == 0 else str(hid))
-            print(f"  mlp hidden {name:>14}: {ms:7.2f} ms/frame", flush=True)
+        for int8 in [False, True] if args.int8 else [False]:
+            for hid in args.stack_mlp:
+                ms = bench_stack(args.stack_d, args.stack_layers, None if hid < 0 else hid, args.stack_steps,
+                                 args.repeats, int8)
+                name = "8/3*d default" if hid < 0 else ("none" if hid == 0 else str(hid))
+                print(f"  {'int8' if int8 else 'fp32'} mlp hidden {name:>14}: {ms:7.2f} ms/frame", flush=True)
 
 
 if __name__ == "__main__":

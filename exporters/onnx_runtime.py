@@ -36,6 +36,8 @@ def session_options(threads: int | None = None):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = int(threads) if threads else max(1, torch.get_num_threads())
     opts.inter_op_num_threads = 1
+    # per-frame graphs are tiny: spinning worker threads only burn the CPU other sessions need
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 

@@ -38,7 +38,7 @@ def choose_decoders(bundle, backend: str = "auto", onnx_dir: str | Path | None =
         try:
             from exporters.onnx_runtime import OnnxDecoders
 
-            dec = OnnxDecoders.load(onnx_dir, bundle=bundle)
+            dec = OnnxDecoders.load(onnx_dir, bundle=bundle, threads=1)
             log.info("decoders: ONNX Runtime from %s", onnx_dir)
             return dec
         except Exception as e:  # noqa: BLE001 - fall back, loudly

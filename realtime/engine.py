@@ -121,7 +121,7 @@ class Driver:
         if bundle.generator is None:
             raise ValueError(f"{bundle.root}: bundle has no generator")
         self.bundle = bundle
-        self.generator = bundle.generator.eval()
+        self.generator = choose_generator(bundle, backend)
         self.cfg = self.generator.config
         self.parts = tuple(p for p in self.cfg.parts if p in bundle.vqs)
         self.n_speakers = self.cfg.n_speakers
@@ -151,12 +151,17 @@ class Driver:
     def new_session(self, speaker: int | None = None, constants: SessionConstants | None = None) -> Session:
         return Session(self, speaker, constants)
 
+    @property
+    def backends(self) -> dict[str, str]:
+        return {"generator": getattr(self.generator, "name", "pytorch"), "decoders": self.decoders.name}
+
     def budget(self) -> dict:
         n = self.chunk_frames + self.lookahead + self.decoder_right
         return {"chunk_frames": self.chunk_frames, "lookahead_frames": self.lookahead,
                 "decoder_right_frames": self.decoder_right, "frames": n, "ms": n * rates.FRAME_MS,
                 "feature_future_ms": 0.0, "fps": rates.MOTION_FPS, "face_mode": self.face_mode,
-                "decoders": self.decoders.name, "decode": self.decode_mode}
+                "decoders": self.decoders.name, "generator": getattr(self.generator, "name", "pytorch"),
+                "decode": self.decode_mode}
 
     # ---- the step --------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -217,7 +222,8 @@ class Driver:
         if part in out.logits and part != "face":
             idx = out.logits[part].argmax(-1)  # MambaTalk: classification for body and hands
         else:
-            idx = vq.quantize(out.latents[part]).indices  # face: nearest code to the regressed latent (cf = 0)
+            lat = out.latents[part]  # face: nearest code to the regressed latent (MambaTalk cf = 0)
+            idx = vq.quantizer.nearest(lat.reshape(-1, lat.shape[-1])).reshape(lat.shape[:-1])
         return vq.quantizer.lookup(idx).numpy()
 
     def _decode(self, s: Session, final: bool) -> None:
@@ -315,6 +321,28 @@ def _continuous_euler(prev: np.ndarray, eul: np.ndarray) -> np.ndarray:
         out[t] = best
         p = best
     return out
+
+
+def choose_generator(bundle, backend: str = "auto"):
+    """'auto': the ONNX export of this very generator (``<bundle>/onnx``) when present, else PyTorch (logged)."""
+    onnx_dir = Path(bundle.root) / "onnx"
+    if backend in ("auto", "onnx") and (onnx_dir / "manifest.json").is_file():
+        try:
+            from exporters.onnx_runtime import OnnxGenerator
+
+            gen = OnnxGenerator.load(onnx_dir, bundle=bundle, threads=1)  # per-frame graphs: 1 thread
+            log.info("generator: ONNX Runtime step from %s", onnx_dir)
+            return gen
+        except Exception as e:  # noqa: BLE001 - fall back, loudly
+            if backend == "onnx":
+                raise
+            log.warning("generator: ONNX step at %s unusable (%s); using PyTorch", onnx_dir, e)
+    elif backend == "onnx":
+        raise FileNotFoundError(f"{onnx_dir}/manifest.json: no ONNX export; run `python -m exporters.onnx "
+                                f"--checkpoint {bundle.root} --generator`")
+    log.info("generator: PyTorch")
+    bundle.generator.name = "pytorch"
+    return bundle.generator.eval()
 
 
 def load_driver(checkpoint: str | Path | None = None, *, chunk_frames: int = 1, face_mode: str = "auto",

@@ -107,28 +107,44 @@ def test_shapes_face_absent_and_no_face_logits():
     assert set(out2.latents) == {"body", "hand", "face"} and set(out2.logits) == {"body", "hand"}
 
 
+def _stepped(model, audio, speaker, motion, mask, chunk):
+    state = model.init_state(audio.shape[0])
+    outs = []
+    for s in range(0, audio.shape[1], chunk):
+        o, state = model.step(audio[:, s:s + chunk], speaker, state, motion[:, s:s + chunk], mask[:, s:s + chunk])
+        outs.append(o)
+    return GeneratorOutput.concat(outs), state
+
+
 @pytest.mark.slow
 def test_forward_equals_step_over_chunks_2000_frames():
+    """2000 frames (67 s of speech), batch 1: chunks of 1, 2 and 7 frames reproduce forward within 1e-4."""
     model = _model()
     T = 2000
-    audio, speaker, motion, mask = _inputs(model, 2, T, seed=3)
+    audio, speaker, motion, mask = _inputs(model, 1, T, seed=3)
     with torch.no_grad():
         full = model(audio, speaker, motion, mask)
-        for chunk, B in ((1, 1), (2, 1), (7, 2)):
-            state = model.init_state(B)
-            outs = []
-            for s in range(0, T, chunk):
-                e = min(s + chunk, T)
-                o, state = model.step(audio[:B, s:e], speaker[:B], state, motion[:B, s:e], mask[:B, s:e])
-                outs.append(o)
-            stepped = GeneratorOutput.concat(outs)
-            assert state.frames == T
-            assert stepped.n_frames == T
-            ref = GeneratorOutput(
-                {k: v[:B] for k, v in full.latents.items()}, {k: v[:B] for k, v in full.logits.items()},
-                full.global_rot6d[:B], full.contact[:B])
-            diff = _max_diff(ref, stepped)
+        for chunk in (1, 2, 7):
+            stepped, state = _stepped(model, audio, speaker, motion, mask, chunk)
+            assert state.frames == T and stepped.n_frames == T
+            diff = _max_diff(full, stepped)
             assert diff <= 1e-4, f"chunk {chunk}: forward vs step differ by {diff}"
+
+
+def test_forward_equals_step_batched():
+    model = _model()
+    audio, speaker, motion, mask = _inputs(model, 3, 45, seed=4)
+    with torch.no_grad():
+        full = model(audio, speaker, motion, mask)
+        for chunk in (1, 5, 45):
+            stepped, state = _stepped(model, audio, speaker, motion, mask, chunk)
+            assert state.batch_size == 3
+            assert _max_diff(full, stepped) <= 1e-4
+        # each stream is independent of the others in the batch
+        single = model(audio[1:2], speaker[1:2], motion[1:2], mask[1:2])
+    assert _max_diff(single, GeneratorOutput({k: v[1:2] for k, v in full.latents.items()},
+                                             {k: v[1:2] for k, v in full.logits.items()},
+                                             full.global_rot6d[1:2], full.contact[1:2])) <= 1e-5
 
 
 def test_unknown_speaker_and_out_of_range_ids():
@@ -189,12 +205,25 @@ def test_generation_never_mutates_inputs_or_state():
         frames_before = state.frames
         _, new_state = model.step(audio[:, 5:], speaker, state, motion[:, 5:], mask[:, 5:])
         model(audio, speaker, motion, mask)
+        _, one = model.step(audio[:, 5:6], speaker, state, motion[:, 5:6], mask[:, 5:6])  # 1-frame (recurrent) path
     for a, b in zip((audio, speaker, motion, mask), before):
         assert torch.equal(a, b)
-    assert state.frames == frames_before == 5 and new_state.frames == 13
+    assert state.frames == frames_before == 5 and new_state.frames == 13 and one.frames == 6
     assert all(torch.equal(a, b) for a, b in zip(state.tensors(), state_before))
     # the returned state is new data, not views of the old one
-    assert not any(a.data_ptr() == b.data_ptr() for a, b in zip(state.tensors(), new_state.tensors()))
+    for other in (new_state, one):
+        assert not any(a.data_ptr() == b.data_ptr() for a, b in zip(state.tensors(), other.tensors()))
+
+
+def test_training_backward_reaches_every_parameter():
+    model = _model().train()
+    audio, speaker, motion, mask = _inputs(model, 2, 40)
+    out = model(audio, speaker, motion, mask)
+    loss = sum(v.square().mean() for v in _flat(out).values())
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not bool(torch.isfinite(p.grad).all())]
+    assert missing == []
+    assert float(model.audio_encoder.inp.weight.grad.abs().sum()) > 0
 
 
 def test_input_validation():

