@@ -13,7 +13,7 @@ Data flow per frame (all shapes (B, T, C); every temporal operator is causal):
                  latent_X = Linear(branch_X + x)  (regressed code vector), logits_X = MLP(latent_X)
     global head: MLP(trunk) -> global_rot6d (6) and contact logits (4)
 
-Differences from MambaTalk (see docs/reference mambatalk_spec.md §3, §9):
+Differences from MambaTalk (NeurIPS'24; its generator = GlobalScan + LocalScan over 64-frame windows):
     * No attention at all: MambaTalk's MambaModel (1-layer 8-head self-attention + Mamba block) becomes a Mamba
       stack only, so per-step cost and memory are constant and there is no window. No positional encoding.
     * No BatchNorm (train/eval mismatch in streaming), no centred convolutions, no text input.
@@ -53,14 +53,14 @@ GLOBAL_ROT6D_DIM = 6
 CONTACT_DIM = 4
 GLOBAL_DIM = GLOBAL_ROT6D_DIM + CONTACT_DIM  # global_rot 6D + contact, appended to the parts in the motion vector
 IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-MAX_LOOKAHEAD = 4
+MAX_LOOKAHEAD = 8  # the default is 2 (67 ms); up to 8 for the quality-vs-look-ahead sweep
 
 _PRESETS: dict[str, dict[str, Any]] = {
     # ~4 Mamba layers (trunk 1 + one per part); trains on a 2-core CPU in minutes
     "tiny": dict(hidden=128, audio_hidden=128, motion_hidden=64, code_dim=64, codebook_size=256,
                  audio_conv_layers=2, motion_conv_layers=1, audio_scan_layers=0, motion_scan_layers=0,
                  trunk_layers=1, face_layers=1, part_layers=1, mlp_hidden=256, dropout=0.0),
-    # between the two: base's structure (9 Mamba layers) at width 512, for CPU real time with margin
+    # base's structure (9 Mamba layers) at width 512: ~25M parameters, less than half base's per-step weight reads
     "small": dict(hidden=512, audio_hidden=256, motion_hidden=128, code_dim=256, codebook_size=256,
                   audio_conv_layers=3, motion_conv_layers=2, audio_scan_layers=1, motion_scan_layers=1,
                   trunk_layers=2, face_layers=3, part_layers=1, mlp_hidden=512, dropout=0.1),
@@ -89,7 +89,7 @@ class GeneratorConfig:
         motion_hidden: motion encoder width Hm.
         code_dim: VQ code vector size (must equal the VQ-VAEs' ``code_dim``).
         codebook_size: VQ codebook size K (must equal the VQ-VAEs').
-        lookahead: L, fixed target delay in frames (0..4): output t predicts motion frame t - L.
+        lookahead: L, fixed target delay in frames (0..8, default 2): output t predicts motion frame t - L.
         seed_frames: frames of observed motion given at the start of generation (MambaTalk's pre_frames).
         audio_conv_layers / motion_conv_layers: causal conv blocks (dilations 1, 2, 4, ...).
         conv_kernel: kernel of the causal convs.

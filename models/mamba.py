@@ -317,7 +317,9 @@ class Mamba(nn.Module):
 
     def forward(self, x: Tensor, state: MambaState | None = None) -> tuple[Tensor, MambaState]:
         """Full sequence. x (B, L, D), state from init_state/step/forward or None (zeros) -> (y (B, L, D), state)."""
-        if self._kernels_for(x):
+        # kernels: from zero state, or stepping from a carried state when no gradient is needed (the Triton step
+        # kernel has no backward; training from a carried state takes the pure path, which also runs on CUDA)
+        if self._kernels_for(x) and (state is None or not torch.is_grad_enabled()):
             return self._forward_kernels(x, state)
         batch, L, _ = x.shape
         state = self.init_state(batch, x.device, x.dtype) if state is None else state
@@ -347,6 +349,7 @@ class Mamba(nn.Module):
         return self.out_proj(y * F.silu(z)), MambaState(conv, h)
 
     # --- mamba-ssm kernel path: CUDA only, NOT exercised by the CPU test suite (tests marked gpu) ---------------
+    # The final ssm state returned by selective_scan_fn carries no gradient (truncated BPTT across calls stops there).
 
     def _forward_kernels(self, x: Tensor, state: MambaState | None) -> tuple[Tensor, MambaState]:
         if state is not None:  # the fused Mamba-1 scan cannot start from a state: step frame by frame

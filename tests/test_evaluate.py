@@ -15,6 +15,7 @@ from models.checkpoint import save_model
 from models.generator import GeneratorConfig, MambaTalkMHR
 from models.layout import PART_DIMS, VQ_PARTS
 from models.vqvae import PartVQVAE, VQConfig
+from tests.conftest import shared_path
 from train import evaluate as E
 
 
@@ -100,3 +101,38 @@ def test_png_writer_roundtrip(tmp_path):
 def test_bad_data_dir_names_the_file(tmp_path, capsys):
     rc = E.main(["--checkpoint", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
     assert rc == 2 and "manifest.json" in capsys.readouterr().err
+
+
+def test_real_speech_controls(tmp_path):
+    import soundfile as sf
+
+    from models.audio import load_audio
+    from models.bundle import load_bundle
+    from realtime.engine import Driver
+    from train.law import SpeakerStyle
+
+    wave, _ = load_audio(shared_path("fixtures", "audio", "2_scott_0_3_3.wav"))
+    wav = tmp_path / "excerpt.wav"
+    sf.write(str(wav), wave[:24_000 * 12], 24_000)  # 12 s keeps the test short
+    driver = Driver(load_bundle(tiny_bundle(tmp_path / "b")), chunk_frames=2)
+    res, clip, gen = E.real_speech(driver, wav, SpeakerStyle.from_seed(0, 0), 0, E.law_channels(), progress=False)
+    assert clip.n_frames == 360 and gen.shape == (360, 320)
+    assert res["onsets_audio"] > 10 and res["onsets_law"] > 3
+    for k in ("bc_audio_01", "bc_audio_all_01", "energy_corr", "jaw_env_corr", "body_velocity_ratio"):
+        assert k in res["matched"] and k in res["swapped"]
+    lr = res["law_reference"]  # the law scored against itself: exact on matched audio
+    law = E.score([E.Track(clip.gt, clip.constants)], [E.make_ref(clip)], E.law_channels())
+    assert law["law_nmse"] == 0.0 and lr["energy_corr"][0] == pytest.approx(law["energy_corr"])
+
+
+def test_clips_from_synth_folder(tmp_path):
+    from train import synth
+
+    assert synth.main(["--out", str(tmp_path / "d"), "--speakers", "1", "--minutes", "0.2", "--seq-seconds", "12",
+                       "--seed", "3"]) == 0
+    clips = E.clips_from_dir(tmp_path / "d", style_seed=3, n_model_speakers=1, progress=False)
+    assert len(clips) == 1 and clips[0].speaker == 0 and clips[0].n_frames == 360
+    c = clips[0]
+    assert np.allclose(c.gt[:, 310], c.signals["jaw"], atol=1e-6)  # npz ground truth == the law on the wav
+    other = E.clips_from_dir(tmp_path / "d", style_seed=0, n_model_speakers=1, progress=False)
+    assert other[0].speaker is None  # styles from another seed: driven as the UNKNOWN speaker

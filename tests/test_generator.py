@@ -286,7 +286,7 @@ def test_config_presets_and_json_round_trip():
     with pytest.raises(ValueError, match="nope"):
         GeneratorConfig.from_dict({**tiny.to_dict(), "nope": 1})
     with pytest.raises(ValueError, match="lookahead"):
-        GeneratorConfig.preset("tiny", lookahead=5)
+        GeneratorConfig.preset("tiny", lookahead=9)
     with pytest.raises(ValueError, match="part_dims"):
         GeneratorConfig.preset("tiny", part_dims={"global": 7})
     with pytest.raises(ValueError, match="preset"):

@@ -153,6 +153,8 @@ def test_beat_consistency_known_values():
     # gt vs gt: the self value, deterministic and identical for a copy
     assert M.beat_consistency(on, X.copy(), 0.3) == M.beat_consistency(on, X, 0.3)
     assert M.pooled_beat_consistency([on, on], [X, X], 0.1) == pytest.approx(1.0)
+    still = np.concatenate([X, np.zeros_like(X)], axis=1)  # a second joint that never moves: no beats, scores 0
+    assert M.beat_consistency(on, still, 0.1)[0] == pytest.approx(0.5)
 
 
 def test_standstill_minima_are_not_beats():
@@ -162,6 +164,12 @@ def test_standstill_minima_are_not_beats():
     v = np.zeros(200)
     v[1:-1] = np.abs(X[2:, 0, 0] - X[:-2, 0, 0]) / 2
     assert all(v[b] / v.mean() > 0.3 for b in beats)
+    # a stroke that comes (almost) to rest at t0 + 16k: EMAGE's threshold drops those minima, threshold 0 keeps them
+    t = np.arange(300, dtype=np.float64)
+    Y = np.zeros((300, 1, 3))
+    Y[:, 0, 0] = t - 16 / (2 * np.pi) * np.sin(2 * np.pi * (t - 5) / 16)
+    assert len(M.motion_beats(Y)[0]) == 0
+    assert list(M.motion_beats(Y, threshold=0.0)[0]) == list(range(5, 300, 16))
 
 
 def test_detect_onsets_finds_clicks():

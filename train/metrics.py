@@ -376,7 +376,10 @@ def motion_beats(X: np.ndarray, order: int = 7, threshold: float = 0.3) -> list[
 def beat_consistency(onset_times: np.ndarray, X: np.ndarray, sigma: float = 0.3, fps: float = MOTION_FPS,
                      order: int = 7, threshold: float = 0.3, trim_frames: int = 60) -> tuple[float, int]:
     """Beat consistency (EMAGE BC, 'beat align'): for each audio onset, exp(-d^2 / 2 sigma^2) with d the distance
-    (s) to the nearest motion beat of a joint; mean over onsets, then over joints with at least one beat.
+    (s) to the nearest motion beat of a joint; mean over onsets, then over joints (a joint without beats scores 0).
+
+    With EMAGE's ``threshold`` = 0.3 a minimum where the joint comes to a full stop is not a beat; ``threshold`` = 0
+    keeps every speed minimum (the talker law's beat apexes are full stops, see docs/EVALUATION.md).
 
     Args:
         onset_times: audio onset times (s). Motion frame k is at time (k + 0.5) / fps (centre of its audio span).
@@ -385,7 +388,7 @@ def beat_consistency(onset_times: np.ndarray, X: np.ndarray, sigma: float = 0.3,
         trim_frames: onsets and beats in the first/last this many frames are ignored (EMAGE: 60).
 
     Returns:
-        (BC in [0, 1], number of onsets used). BC is nan when no onset or no beat remains.
+        (BC in [0, 1], number of onsets used). BC is nan when no onset remains.
     """
     T = len(X)
     t0, t1 = trim_frames / fps, (T - trim_frames) / fps
@@ -397,11 +400,12 @@ def beat_consistency(onset_times: np.ndarray, X: np.ndarray, sigma: float = 0.3,
     for beats in motion_beats(X, order, threshold):
         beats = beats[(beats >= trim_frames) & (beats < T - trim_frames)]
         if len(beats) == 0:
+            vals.append(0.0)  # as EMAGE: a joint without beats scores 0
             continue
         bt = (beats + 0.5) / fps
         d = np.abs(on[:, None] - bt[None]).min(1)
         vals.append(np.exp(-d ** 2 / (2 * sigma ** 2)).mean())
-    return (float(np.mean(vals)) if vals else float("nan")), int(len(on))
+    return float(np.mean(vals)), int(len(on))
 
 
 def pooled_beat_consistency(onsets: Sequence[np.ndarray], Xs: Sequence[np.ndarray], sigma: float = 0.3,
