@@ -129,3 +129,20 @@ def test_global_rot_is_continuous(bundle):
     frames, _ = run_chunks(d, speechlike(8.0), [2400])
     g = np.stack([f.params[layout.GLOBAL_ROT] for f in frames])
     assert np.abs(np.diff(g, axis=0)).max() < 1.0  # no +-pi branch jumps on the wire
+
+
+def test_runtime_cli_equals_train_infer(tmp_path, bundle):
+    """`python -m realtime.mic --wav F --fast --out` and `python -m train.infer F` give the same frames."""
+    from models.audio import save_wav
+    from realtime import mic
+    from train import infer
+
+    wav = tmp_path / "a.wav"
+    save_wav(wav, speechlike(4.0, seed=7), 24_000)
+    rt, off = tmp_path / "rt.npz", tmp_path / "off.npz"
+    assert mic.main(["--wav", str(wav), "--fast", "--no-server", "--out", str(rt), "--checkpoint",
+                     str(bundle.root), "--chunk-ms", "20"]) == 0
+    assert infer.main([str(wav), "-o", str(off), "--checkpoint", str(bundle.root)]) == 0
+    a, b = np.load(rt)["motion"], np.load(off)["motion"]
+    assert a.shape == b.shape == (120, layout.DIM)
+    np.testing.assert_allclose(a, b, atol=1e-4)
