@@ -91,3 +91,22 @@ def test_evaluate_report(pipeline, tmp_path):
     assert "targets" in rep and len(rep["targets"]) >= 8
     assert (out / "report.md").read_text().count("PASS") + (out / "report.md").read_text().count("FAIL") >= 8
     assert list(out.glob("*.png"))
+
+
+def test_ddp_two_processes_on_gloo(pipeline, tmp_path):
+    """The same training scripts under torchrun: 2 CPU processes, gloo backend."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    subprocess.run(base + ["-m", "train.vq", "--part", "hand", "--cache", str(pipeline / "cache"), "--out",
+                           str(tmp_path / "vq"), "steps=3", *TINY_VQ], check=True, env=env, timeout=300)
+    for part in ("body", "face"):  # reuse the single-process VQs for the other parts
+        for f in (pipeline / "vq").glob(f"vq_{part}.*"):
+            (tmp_path / "vq" / f.name).write_bytes(f.read_bytes())
+    subprocess.run(base + ["-m", "train.generator", "--cache", str(pipeline / "cache"), "--vq", str(tmp_path / "vq"),
+                           "--out", str(tmp_path / "run"), "steps=2", *TINY_GEN], check=True, env=env, timeout=300)
+    b = load_bundle(tmp_path / "run")
+    assert b.generator is not None and "hand" in b.vqs

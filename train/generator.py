@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
@@ -76,17 +75,6 @@ class GenTrainConfig:
     device: str = "auto"
     threads: int = 1  # torch intra-op threads; 1 is fastest on a shared 2-core CPU (2 threads can be 30x slower)
     overrides: dict = field(default_factory=dict)  # GeneratorConfig overrides, e.g. {hidden: 192}
-
-
-class _StepModule(nn.Module):
-    """Wraps ``MambaTalkMHR.step`` as a forward so DistributedDataParallel syncs its gradients."""
-
-    def __init__(self, model: MambaTalkMHR):
-        super().__init__()
-        self.model = model
-
-    def forward(self, audio, speaker, state, motion, mask):
-        return self.model.step(audio, speaker, state, motion, mask)
 
 
 @dataclass
@@ -200,9 +188,11 @@ class Trainer:
         if self.dist.main and not quiet:
             print(f"[generator] preset {cfg.preset}, parts {self.gcfg.parts}, L={cfg.lookahead}, "
                   f"{len(self.speakers)} speakers\n{format_parameter_counts(self.model)}")
-        self.net = _StepModule(self.model)
-        if self.dist.world > 1:
-            self.net = DDP(self.net, find_unused_parameters=True)
+        if self.dist.world > 1:  # data parallel by hand: same initial weights, gradients averaged per step
+            # (DDP's hooks do not fit truncated BPTT, where each step runs several forward/backward chunks whose
+            # outputs include the carried state)
+            for t in self.model.state_dict().values():
+                dist.broadcast(t, 0)
         self.features = LogMelFeatures().to(self.device)
         self.train_ds = WindowDataset(cache, window=cfg.window, stride=cfg.stride, split="train",
                                       val_fraction=cfg.val_fraction, seed=cfg.seed)
@@ -256,7 +246,7 @@ class Trainer:
             tail: dict = {}
             for s in range(0, T, C):
                 sl = slice(s, min(T, s + C))
-                out, state = self.net(audio[:, sl], spk, state, tg.motion[:, sl], mask[:, sl])
+                out, state = self.model.step(audio[:, sl], spk, state, tg.motion[:, sl], mask[:, sl])
                 loss, logs, tail = chunk_loss(out, tg, sl, self.vqs, cfg, tail)
                 if k > 0:
                     loss = loss * cfg.w_masked
@@ -330,6 +320,12 @@ class Trainer:
                 group["lr"] = self.lr_at(self.step)
             self.opt.zero_grad(set_to_none=True)
             logs = self.window_pass(next(batches), train=True)
+            if self.dist.world > 1:
+                for p in self.model.parameters():
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.dist.world
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.opt.step()
             self.step += 1
