@@ -10,6 +10,7 @@ The default --out is the checkpoint every CLI loads by default.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,15 @@ def run(cmd: list[str]) -> None:
     t0 = time.time()
     subprocess.run(cmd, check=True)
     print(f"  ({time.time() - t0:.0f} s)", flush=True)
+
+
+def generator_command(py: str, cache: Path, vq: Path, gen: Path, a: argparse.Namespace) -> list[str]:
+    """The demo generator run: data parallel over ``--procs`` CPU processes (torchrun, gloo), 1 thread each."""
+    procs = max(1, a.procs)
+    launch = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)] if procs > 1 else [py]
+    return launch + ["-m", "train.generator", "--cache", str(cache), "--vq", str(vq), "--out", str(gen),
+                     f"steps={a.gen_steps}", f"seed={a.seed}", "window=256", "tbptt_chunk=128",
+                     f"batch_size={max(1, 8 // procs)}", "lr=1.5e-3", "threads=1", "val_every=300"]
 
 
 def run_parallel(cmds: list[list[str]]) -> None:
@@ -48,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=16.0, help="minutes of synthetic training speech")
     p.add_argument("--speakers", type=int, default=4)
     p.add_argument("--tts", action="store_true", help="mix espeak-ng speech into the synthetic set")
-    p.add_argument("--gen-steps", type=int, default=2500)
+    p.add_argument("--gen-steps", type=int, default=1250)
+    p.add_argument("--procs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="processes for the generator (data parallel on CPU)")
     p.add_argument("--vq-scale", type=float, default=1.0, help="multiply the VQ step counts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-eval", action="store_true")
@@ -67,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                for part, steps in VQ_STEPS.items()}
     run_parallel([vq_cmds["body"], vq_cmds["hand"]])
     run(vq_cmds["face"])
-    run([py, "-m", "train.generator", "--cache", str(cache), "--vq", str(vq), "--out", str(gen),
-         f"steps={a.gen_steps}", f"seed={a.seed}"])
+    run(generator_command(py, cache, vq, gen, a))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for f in gen.iterdir():

@@ -16,7 +16,6 @@ audio alignment (trim within a tolerance, reject beyond).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -30,30 +29,26 @@ import numpy as np
 from models import rates
 from models.audio import AudioReport, load_audio, resample, sanitize, to_mono_float
 from models.layout import (
-    BODY,
     CONTACT,
-    CONTACT_JOINTS,
     DIM,
-    FACE,
-    GLOBAL_ROT,
-    HAND,
-    JAW,
-    VARYING,
     SessionConstants,
-    assemble_model_params,
     from_sam3d,
 )
-from models.rig import F_CAM, N_JOINTS, forward_kinematics, load_rig
-from models.rotations import (
-    euler_to_matrix,
-    matrix_to_6d,
-    matrix_to_euler,
-    matrix_to_quat,
-    quat_to_matrix,
-    sixd_to_matrix,
-    slerp,
-    unwrap_euler,
+from models.rig import N_JOINTS
+from train.motion_ops import (  # re-exported: part of the ingestion API
+    camera_joints_to_native,
+    contact_joint_ids,
+    fill_invalid,
+    foot_contact,
+    foot_joints_fk,
+    gaussian_smooth,
+    high_freq_energy,
+    resample_linear,
+    resample_motion,
+    smooth_motion,
+    unwrap_motion,
 )
+from train.speakers import SpeakerTable, normalize_speaker_label  # re-exported
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
 
@@ -83,10 +78,6 @@ KEY_HELP = {
     "pred_joint_coords": "(T, 127, 3) SAM 3D Body's `pred_joint_coords` (metres, camera axes)",
 }
 
-_GLOBAL_IDX = np.arange(GLOBAL_ROT.start, GLOBAL_ROT.stop)
-#: body channels that are angles (radians): the varying body slots; bone lengths (124-129) and zero slots are not
-BODY_ANGLE_CHANNELS = BODY.start + VARYING["body"]
-JAW_CHANNELS = np.arange(JAW.start, JAW.stop)
 
 
 # ---- issues ------------------------------------------------------------------------------------------------------
@@ -213,108 +204,6 @@ class SequenceSource:
         """Every file the sequence is read from (for change detection)."""
         fs = sorted(self.path.glob("*.npz")) if self.kind == "frames" else [self.path]
         return fs + ([self.audio] if self.audio is not None else [])
-
-
-# ---- speakers -----------------------------------------------------------------------------------------------------
-
-UNKNOWN_LABELS = ("", "unknown", "none", "-1")
-
-
-def normalize_speaker_label(raw: Any) -> str | int | None:
-    """A raw ``speaker`` value (array, int, str) -> int, str, or None for unknown (-1, '', 'unknown')."""
-    if raw is None:
-        return None
-    a = np.asarray(raw)
-    if a.size == 0:
-        return None
-    u = np.unique(a.reshape(-1))
-    if u.size != 1:
-        raise ValueError(f"several speakers in one sequence: {u[:5].tolist()}")
-    v = u[0].item()
-    if isinstance(v, bytes):
-        v = v.decode("utf-8", "replace")
-    if isinstance(v, str):
-        v = v.strip()
-        return None if v.lower() in UNKNOWN_LABELS else v
-    if isinstance(v, float):
-        if not math.isfinite(v) or v != int(v):
-            raise ValueError(f"speaker id {v} is not an integer")
-        v = int(v)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"speaker must be an int or a str, got {type(v).__name__}")
-    return None if v == -1 else v
-
-
-@dataclass(frozen=True)
-class SpeakerTable:
-    """Speaker names and how labels map to ids. ``unknown_id`` = n_speakers is never a real speaker.
-
-    Attributes:
-        names: speaker names; id = position.
-        int_ids: integer labels are ids (from speakers.json or an all-integer dataset); else they are names.
-        from_file: the table came from a speakers.json: labels outside it are errors.
-    """
-
-    names: tuple[str, ...] = ()
-    int_ids: bool = True
-    from_file: bool = False
-
-    @property
-    def n_speakers(self) -> int:
-        return len(self.names)
-
-    @property
-    def unknown_id(self) -> int:
-        return len(self.names)
-
-    @classmethod
-    def from_labels(cls, labels: list[str | int | None]) -> SpeakerTable:
-        """Build from the labels found in a dataset (no speakers.json): all ints -> ids kept, else sorted names."""
-        known = [lab for lab in labels if lab is not None and not (isinstance(lab, int) and lab < 0)]
-        if all(isinstance(lab, int) for lab in known):  # negative ids other than -1 are rejected by resolve()
-            n = max(known) + 1 if known else 0
-            return cls(tuple(str(i) for i in range(n)), int_ids=True)
-        return cls(tuple(sorted({str(lab) for lab in known})), int_ids=False)
-
-    @classmethod
-    def load(cls, path: str | Path) -> SpeakerTable:
-        """speakers.json: a list of names, ``{"speakers": [...]}``, or ``{name: id}`` with ids 0..n-1."""
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{p}: cannot read speakers JSON ({e}); expected a list of names") from e
-        if isinstance(data, dict) and "speakers" in data:
-            data = data["speakers"]
-        if isinstance(data, dict):
-            ids = sorted(data.values()) if all(isinstance(v, int) for v in data.values()) else None
-            if ids != list(range(len(data))):
-                raise ValueError(f"{p}: a name->id mapping must use the ids 0..{len(data) - 1} once each")
-            names = [None] * len(data)
-            for k, v in data.items():
-                names[v] = str(k)
-            data = names
-        if not isinstance(data, list) or not all(isinstance(x, str) for x in data) or len(set(data)) != len(data):
-            raise ValueError(f"{p}: expected a list of distinct speaker names (id = position)")
-        return cls(tuple(data), int_ids=True, from_file=True)
-
-    def resolve(self, label: str | int | None) -> int:
-        """Label -> id. Raises ValueError (with the fix) for ids/names outside the table."""
-        if label is None:
-            return self.unknown_id
-        src = "speakers.json" if self.from_file else "the dataset's speaker table"
-        if isinstance(label, int) and self.int_ids:
-            if 0 <= label < self.n_speakers:
-                return label
-            raise ValueError(f"speaker id {label} is out of range [0, {self.n_speakers}) of {src}")
-        name = str(label)
-        if name in self.names:
-            return self.names.index(name)
-        raise ValueError(f"speaker {name!r} is not in {src} ({self.n_speakers} names)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"names": list(self.names), "int_ids": self.int_ids, "from_file": self.from_file,
-                "n_speakers": self.n_speakers, "unknown_id": self.unknown_id}
 
 
 # ---- discovery ----------------------------------------------------------------------------------------------------
@@ -748,184 +637,6 @@ def _select_person(per: dict[str, np.ndarray], ids: np.ndarray, present: np.ndar
         b[~pres] = np.nan
         out[k] = b
     return out, pres, valid[rows, c] & pres, (chosen if (P > 1 or explicit_ids) else None)
-
-
-# ---- signal processing on (T, 320) motion -------------------------------------------------------------------------
-
-def fill_invalid(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(T, ...) -> a copy with invalid rows linearly interpolated from the valid ones (held at the ends)."""
-    x = np.array(x, dtype=np.float64, copy=True)
-    v = np.asarray(valid, bool)
-    if v.all() or not v.any():
-        return x
-    idx = np.flatnonzero(v)
-    T = len(v)
-    t = np.arange(T)
-    j = np.clip(np.searchsorted(idx, t), 1, len(idx) - 1) if len(idx) > 1 else np.zeros(T, int)
-    if len(idx) == 1:
-        x[:] = x[idx[0]]
-        return x
-    i0, i1 = idx[j - 1], idx[j]
-    w = np.clip((t - i0) / np.maximum(i1 - i0, 1), 0.0, 1.0)
-    w = w.reshape((T,) + (1,) * (x.ndim - 1))
-    filled = x[i0] * (1 - w) + x[i1] * w
-    x[~v] = filled[~v]
-    return x
-
-
-def unwrap_motion(motion: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
-    """Continuous angles over time: global_rot by ``unwrap_euler`` (2*pi jumps and gimbal flips near y = +-pi/2),
-    body angles and jaw by ``np.unwrap`` (2*pi jumps). Done on the valid frames; invalid ones are re-interpolated.
-
-    Returns (a float64 copy, counts of corrected frames per group). Rotations are unchanged (same matrices).
-    """
-    m = np.array(motion, dtype=np.float64, copy=True)
-    v = np.asarray(valid, bool)
-    idx = np.flatnonzero(v)
-    counts = {"global_rot": 0, "body": 0, "jaw": 0}
-    if len(idx) < 2:
-        return m, counts
-    g = m[idx][:, _GLOBAL_IDX]
-    gu = unwrap_euler(g)
-    counts["global_rot"] = _n_changes(gu - g)
-    m[np.ix_(idx, _GLOBAL_IDX)] = gu
-    for name, ch in (("body", BODY_ANGLE_CHANNELS), ("jaw", JAW_CHANNELS)):
-        a = m[idx][:, ch]
-        au = np.unwrap(a, axis=0)
-        counts[name] = _n_changes(au - a)
-        m[np.ix_(idx, ch)] = au
-    return fill_invalid(m, v), counts
-
-
-def _n_changes(delta: np.ndarray) -> int:
-    """Frames where the applied correction changes (= jumps that were removed)."""
-    if len(delta) < 2:
-        return 0
-    return int((np.abs(np.diff(delta, axis=0)) > 1e-6).any(-1).sum())
-
-
-def _resample_index(T: int, src_fps: float, dst_fps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    K = max(1, int(round(T * dst_fps / src_fps)))
-    s = np.arange(K) * (src_fps / dst_fps)
-    i0 = np.minimum(np.floor(s).astype(np.int64), T - 1)
-    i1 = np.minimum(i0 + 1, T - 1)
-    w = np.clip(s - i0, 0.0, 1.0)
-    w[i0 == i1] = 0.0
-    return i0, i1, w
-
-
-def resample_linear(x: np.ndarray, src_fps: float, dst_fps: float = rates.MOTION_FPS) -> np.ndarray:
-    """(T, ...) sampled at src_fps -> (round(T * dst / src), ...) by linear interpolation (held past the end)."""
-    x = np.asarray(x, np.float64)
-    i0, i1, w = _resample_index(len(x), src_fps, dst_fps)
-    w = w.reshape((-1,) + (1,) * (x.ndim - 1))
-    return x[i0] * (1 - w) + x[i1] * w
-
-
-def resample_motion(motion: np.ndarray, valid: np.ndarray, src_fps: float, dst_fps: float = rates.MOTION_FPS
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Unwrapped (T, 320) motion at src_fps -> (T', 320) at dst_fps, T' = round(T * dst / src).
-
-    global_rot: slerp between the neighbouring source rotations (then unwrapped again); every other channel is
-    interpolated linearly (body/jaw angles are unwrapped first, so this is the short way; hand codes and expression
-    weights are continuous codes). A new frame is valid when both source frames it uses are valid.
-    """
-    m = np.asarray(motion, np.float64)
-    v = np.asarray(valid, bool)
-    i0, i1, w = _resample_index(len(m), src_fps, dst_fps)
-    out = resample_linear(m, src_fps, dst_fps)
-    q = matrix_to_quat(euler_to_matrix(m[:, _GLOBAL_IDX]))
-    e = matrix_to_euler(quat_to_matrix(slerp(q[i0], q[i1], w)))
-    out[:, _GLOBAL_IDX] = unwrap_euler(np.vstack([m[:1, _GLOBAL_IDX], e]))[1:]
-    vout = v[i0] & (v[i1] | (w == 0))
-    return out, vout
-
-
-def gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian filter along axis 0 (edges held), sigma in frames. sigma <= 0 returns a copy."""
-    x = np.array(x, dtype=np.float64, copy=True)
-    if sigma <= 0 or len(x) < 2:
-        return x
-    r = max(1, int(math.ceil(4 * sigma)))
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    k /= k.sum()
-    pad = np.concatenate([np.repeat(x[:1], r, 0), x, np.repeat(x[-1:], r, 0)])
-    out = np.zeros_like(x)
-    T = len(x)
-    for j, wj in enumerate(k):
-        out += wj * pad[j:j + T]
-    return out
-
-
-def smooth_motion(motion: np.ndarray, sigma: float) -> np.ndarray:
-    """Temporal smoothing of per-frame estimation jitter (unwrapped motion in, copy out).
-
-    global_rot is smoothed as rotation matrices (re-orthonormalised, back to continuous Euler); other varying
-    channels as values. Constant channels stay constant; contact is recomputed afterwards by the caller.
-    """
-    m = np.array(motion, dtype=np.float64, copy=True)
-    if sigma <= 0:
-        return m
-    ch = np.concatenate([BODY_ANGLE_CHANNELS, np.arange(HAND.start, HAND.stop), np.arange(FACE.start, FACE.stop)])
-    m[:, ch] = gaussian_smooth(m[:, ch], sigma)
-    R = euler_to_matrix(m[:, _GLOBAL_IDX])
-    Rs = gaussian_smooth(R.reshape(len(m), 9), sigma).reshape(-1, 3, 3)
-    e = matrix_to_euler(sixd_to_matrix(matrix_to_6d(Rs)))
-    m[:, _GLOBAL_IDX] = unwrap_euler(np.vstack([m[:1, _GLOBAL_IDX], e]))[1:]
-    return m
-
-
-def high_freq_energy(motion: np.ndarray, valid: np.ndarray) -> dict[str, float]:
-    """Mean squared second difference (frame-to-frame acceleration) per part over valid triples of frames."""
-    m = np.asarray(motion, np.float64)
-    v = np.asarray(valid, bool)
-    out: dict[str, float] = {}
-    if len(m) < 3:
-        return {k: 0.0 for k in ("body", "hand", "face", "global_rot")}
-    ok = v[2:] & v[1:-1] & v[:-2]
-    acc = m[2:] - 2 * m[1:-1] + m[:-2]
-    groups = {"body": BODY_ANGLE_CHANNELS, "hand": VARYING["hand"], "face": VARYING["face"], "global_rot": _GLOBAL_IDX}
-    for k, ch in groups.items():
-        out[k] = float((acc[ok][:, ch] ** 2).mean()) if ok.any() else 0.0
-    return out
-
-
-# ---- foot contact -------------------------------------------------------------------------------------------------
-
-def contact_joint_ids() -> np.ndarray:
-    """Rig indices of CONTACT_JOINTS (l_foot, l_ball, r_foot, r_ball)."""
-    rig = load_rig()
-    return np.array([rig.joint(n) for n in CONTACT_JOINTS])
-
-
-def camera_joints_to_native(pred_joint_coords: np.ndarray) -> np.ndarray:
-    """SAM 3D Body ``pred_joint_coords`` (..., 3) metres, camera axes -> native MHR frame, cm."""
-    return (np.asarray(pred_joint_coords, np.float64) * 100.0) @ F_CAM.T
-
-
-def foot_joints_fk(motion: np.ndarray, constants: SessionConstants, chunk: int = 2048) -> np.ndarray:
-    """(T, 320) -> (T, 4, 3) contact joint positions (native cm) by FK of the assembled model parameters."""
-    ids = contact_joint_ids()
-    out = np.empty((len(motion), len(ids), 3))
-    for s in range(0, len(motion), chunk):
-        mp = assemble_model_params(np.asarray(motion[s:s + chunk]), constants)
-        _, X = forward_kinematics(mp)
-        out[s:s + chunk] = X[:, ids]
-    return out
-
-
-def foot_contact(joints: np.ndarray, threshold_cm: float = 1.0) -> np.ndarray:
-    """(T, 4, 3) joint positions in cm at 30 fps -> (T, 4) float32 contact: speed < threshold (cm/frame).
-
-    Speed of frame t is |x_t - x_{t-1}|; frame 0 takes frame 1's speed.
-    """
-    x = np.asarray(joints, np.float64)
-    T = len(x)
-    if T < 2:
-        return np.ones((T, x.shape[1]), np.float32)
-    sp = np.linalg.norm(np.diff(x, axis=0), axis=-1)  # (T-1, 4)
-    sp = np.concatenate([sp[:1], sp], axis=0)
-    return (sp < threshold_cm).astype(np.float32)
 
 
 # ---- audio --------------------------------------------------------------------------------------------------------
