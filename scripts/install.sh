@@ -28,3 +28,5 @@ python3 -m pip install -q --upgrade pip >/dev/null
 # torch==2.13.0 is pinned in pyproject.toml: the CPU wheel. An unpinned torch would pull the multi-GB CUDA build.
 python3 -m pip install -q -e ".[all]"
 python3 -c "import torch, models.rig; print('torch', torch.__version__, '| cuda:', torch.cuda.is_available())"
+echo "== ONNX export of the shipped demo checkpoint (the runtime's fast path; ~5 s)"
+python3 -m exporters.onnx --generator >/dev/null
