@@ -118,7 +118,10 @@ def load_bundle(path: str | Path | None = None, device: str | torch.device = "cp
 
 
 def write_manifest(root: str | Path, *, speakers: list[str], skipped_parts: dict[str, str],
-                   default_constants: SessionConstants | None = None, info: dict[str, Any] | None = None) -> Path:
+                   default_constants: SessionConstants | None = None, info: dict[str, Any] | None = None,
+                   runtime: dict[str, Any] | None = None) -> Path:
+    """``runtime``: recommended runtime settings the engine applies by default, e.g.
+    ``{"smooth_hz": {"body": 1.0, ...}}`` (see ``realtime.smoothing``)."""
     root = Path(root)
     files = {p: f"vq_{p}.safetensors" for p in VQ_PARTS if (root / f"vq_{p}.safetensors").is_file()}
     data = {
@@ -131,6 +134,7 @@ def write_manifest(root: str | Path, *, speakers: list[str], skipped_parts: dict
         "n_speakers": len(speakers),
         "default_constants": (default_constants or SessionConstants()).to_dict(),
         "info": info or {},
+        "runtime": runtime or {},
     }
     if (root / "generator.safetensors").is_file():
         data["generator_config"] = read_meta(root / "generator.safetensors")["config"]

@@ -93,6 +93,9 @@ class Session:
         self.samples = 0
         self.emitted = 0
         self.seam_max = 0.0  # largest overlap mismatch seen (0 with exact carried context)
+        from realtime.smoothing import OneEuroState
+
+        self.smooth_state = OneEuroState()
         self.prev_euler: np.ndarray | None = None
         self.base = layout.constant_frame(self.constants)
         self.flushed = False
@@ -113,7 +116,7 @@ class Driver:
     """Holds the model, shared by every session of the process; ``process`` batches their generator steps."""
 
     def __init__(self, bundle, chunk_frames: int = 1, face_mode: str = "auto", backend: str = "auto",
-                 decode: str = "codes", threads: int | None = None):
+                 decode: str = "codes", threads: int | None = None, smooth: float | dict = 0.0):
         from realtime.decoders import choose_decoders
 
         if threads:
@@ -143,6 +146,11 @@ class Driver:
         if face_mode not in ("model", "envelope", "off"):
             raise ValueError(f"face mode must be model|envelope|off, got {face_mode!r}")
         self.face_mode = face_mode
+        self.smoother = None
+        if smooth:
+            from realtime.smoothing import OneEuro
+
+            self.smoother = OneEuro(min_cutoff=smooth)
         if not has_face:
             log.info("face: checkpoint has no face part (%s); jaw driven by %s",
                      bundle.skipped_parts.get("face", "absent"), face_mode)
@@ -161,7 +169,7 @@ class Driver:
                 "decoder_right_frames": self.decoder_right, "frames": n, "ms": n * rates.FRAME_MS,
                 "feature_future_ms": 0.0, "fps": rates.MOTION_FPS, "face_mode": self.face_mode,
                 "decoders": self.decoders.name, "generator": getattr(self.generator, "name", "pytorch"),
-                "decode": self.decode_mode}
+                "decode": self.decode_mode, "smooth_hz": self.smoother.spec if self.smoother else 0.0}
 
     # ---- the step --------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -280,6 +288,8 @@ class Driver:
         if "face" not in self.parts:
             if self.face_mode == "envelope":
                 new[:, layout.JAW_OPEN] = s.env[s.emitted:s.emitted + n]
+        if self.smoother is not None:
+            new, s.smooth_state = self.smoother(new, s.smooth_state)
         s.prev_euler = new[-1, layout.GLOBAL_ROT].astype(np.float64)
         for i in range(n):
             k = s.emitted + i
@@ -346,9 +356,13 @@ def choose_generator(bundle, backend: str = "auto"):
 
 
 def load_driver(checkpoint: str | Path | None = None, *, chunk_frames: int = 1, face_mode: str = "auto",
-                backend: str = "auto", decode: str = "codes", threads: int | None = None) -> Driver:
+                backend: str = "auto", decode: str = "codes", threads: int | None = None,
+                smooth: float | dict | None = None) -> Driver:
     """Load a bundle (None = the shipped demo) and build a driver."""
     from models.bundle import load_bundle
 
-    return Driver(load_bundle(checkpoint), chunk_frames=chunk_frames, face_mode=face_mode, backend=backend,
-                  decode=decode, threads=threads)
+    bundle = load_bundle(checkpoint)
+    if smooth is None:  # the checkpoint's recommended runtime smoothing (0 = off)
+        smooth = bundle.manifest.get("runtime", {}).get("smooth_hz", 0.0)
+    return Driver(bundle, chunk_frames=chunk_frames, face_mode=face_mode, backend=backend, decode=decode,
+                  threads=threads, smooth=smooth)

@@ -146,3 +146,29 @@ def test_runtime_cli_equals_train_infer(tmp_path, bundle):
     a, b = np.load(rt)["motion"], np.load(off)["motion"]
     assert a.shape == b.shape == (120, layout.DIM)
     np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_output_smoothing_is_causal_chunk_invariant_and_calms_jitter(bundle):
+    from realtime.smoothing import OneEuro, OneEuroState
+
+    wave = speechlike(4.0)
+    raw, _ = run_chunks(Driver(bundle), wave, [4000])
+    spec = {"body": 1.0, "hand": 4.0, "face": 3.0, "global": 1.0}
+    d = Driver(bundle, smooth=spec)
+    a, _ = run_chunks(d, wave, [4000])
+    b, _ = run_chunks(d, wave, [1111, 7000])
+    A, B, R = (np.stack([f.params for f in x]) for x in (a, b, raw))
+    np.testing.assert_allclose(A, B, atol=1e-4)  # chunking does not change the smoothed stream
+    body = layout.VARYING["body"]
+    assert np.abs(np.diff(A[:, body], axis=0)).mean() < 0.7 * np.abs(np.diff(R[:, body], axis=0)).mean()
+    np.testing.assert_array_equal(A[:, layout.CONTACT], R[:, layout.CONTACT])  # contact stays binary
+    # causal: frame t of the filter depends only on frames <= t
+    f = OneEuro(spec)
+    x = np.cumsum(np.random.default_rng(0).normal(size=(50, layout.DIM)), 0).astype(np.float32)
+    y1, _ = f(x, OneEuroState())
+    x2 = x.copy()
+    x2[30:] += 5.0
+    y2, _ = f(x2, OneEuroState())
+    np.testing.assert_array_equal(y1[:30], y2[:30])
+    with pytest.raises(ValueError, match="unknown part"):
+        OneEuro({"legs": 1.0})

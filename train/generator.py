@@ -75,6 +75,9 @@ class GenTrainConfig:
     device: str = "auto"
     threads: int = 1  # torch intra-op threads; 1 is fastest on a shared 2-core CPU (2 threads can be 30x slower)
     overrides: dict = field(default_factory=dict)  # GeneratorConfig overrides, e.g. {hidden: 192}
+    # recommended runtime output smoothing written into the bundle (realtime.smoothing; {} = off), e.g.
+    # {body: 1.0, hand: 4.0, face: 3.0, global: 1.0} (One-Euro min cutoffs in Hz)
+    runtime_smooth: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -298,7 +301,8 @@ class Trainer:
                     shutil.copyfile(src, self.out / src.name)
         write_manifest(self.out, speakers=self.speakers, skipped_parts=self.skipped,
                        default_constants=self.cache.mean_constants(),
-                       info={"step": self.step, "lookahead": self.cfg.lookahead, "preset": self.cfg.preset})
+                       info={"step": self.step, "lookahead": self.cfg.lookahead, "preset": self.cfg.preset},
+                       runtime={"smooth_hz": dict(self.cfg.runtime_smooth)} if self.cfg.runtime_smooth else {})
 
     def run(self) -> Path:
         cfg = self.cfg
