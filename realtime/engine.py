@@ -116,7 +116,7 @@ class Driver:
     """Holds the model, shared by every session of the process; ``process`` batches their generator steps."""
 
     def __init__(self, bundle, chunk_frames: int = 1, face_mode: str = "auto", backend: str = "auto",
-                 decode: str = "codes", threads: int | None = None, smooth: float | dict = 0.0):
+                 decode: str = "codes", threads: int | None = None, smooth: float | dict | None = None):
         from realtime.decoders import choose_decoders
 
         if threads:
@@ -147,6 +147,8 @@ class Driver:
             raise ValueError(f"face mode must be model|envelope|off, got {face_mode!r}")
         self.face_mode = face_mode
         self.smoother = None
+        if smooth is None:  # the checkpoint's recommended runtime smoothing (manifest "runtime"; 0/absent = off)
+            smooth = bundle.manifest.get("runtime", {}).get("smooth_hz", 0.0)
         if smooth:
             from realtime.smoothing import OneEuro
 
@@ -362,7 +364,5 @@ def load_driver(checkpoint: str | Path | None = None, *, chunk_frames: int = 1, 
     from models.bundle import load_bundle
 
     bundle = load_bundle(checkpoint)
-    if smooth is None:  # the checkpoint's recommended runtime smoothing (0 = off)
-        smooth = bundle.manifest.get("runtime", {}).get("smooth_hz", 0.0)
     return Driver(bundle, chunk_frames=chunk_frames, face_mode=face_mode, backend=backend, decode=decode,
                   threads=threads, smooth=smooth)

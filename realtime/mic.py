@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--chunk-frames", type=int, default=None,
                    help="N: new frames per model step, latency vs cost (default: the engine's)")
     g.add_argument("--face", default="auto", choices=["auto", "model", "envelope", "off"], help="face source")
+    g.add_argument("--smooth", type=float, default=None, help="One-Euro output smoothing min cutoff (Hz), all "
+                   "parts; 0 = off; default: what the checkpoint recommends")
     g.add_argument("--backend", default="auto", help="engine backend (see realtime.engine.load_driver)")
     g.add_argument("--speaker", type=int, default=None, help="speaker id (default or -1: the model's unknown speaker)")
     g.add_argument("--reference", type=Path, default=None, metavar="SEQ.npz",
@@ -113,6 +115,8 @@ def load_driver(args: argparse.Namespace) -> Any:
     from realtime.engine import load_driver as _load  # lazy: tests inject a driver instead
 
     kw = {} if args.chunk_frames is None else {"chunk_frames": args.chunk_frames}
+    if args.smooth is not None:
+        kw["smooth"] = args.smooth
     return _load(args.checkpoint, face_mode=args.face, backend=args.backend, **kw)
 
 

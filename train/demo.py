@@ -20,7 +20,7 @@ from pathlib import Path
 from models.bundle import DEFAULT_CHECKPOINT
 
 VQ_STEPS = {"body": 1200, "hand": 1200, "face": 800}
-DEMO_SMOOTH = "{body: 1.0, hand: 4.0, face: 3.0, global: 1.0}"  # One-Euro min cutoffs (Hz) per part
+DEMO_SMOOTH = "{body: 0.8, hand: 4.0, face: 6.0, global: 1.0}"  # One-Euro min cutoffs (Hz) per part
 
 
 def run(cmd: list[str]) -> None:

@@ -570,7 +570,7 @@ def evaluate(a: argparse.Namespace) -> dict[str, Any]:
 
     def driver_for(n: int):
         if n not in drivers:
-            drivers[n] = Driver(bundle, chunk_frames=n, face_mode=a.face)
+            drivers[n] = Driver(bundle, chunk_frames=n, face_mode=a.face, smooth=None if a.smooth < 0 else a.smooth)
         return drivers[n]
 
     main_driver = driver_for(a.chunk_frames)
@@ -903,6 +903,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seam-seconds", type=float, default=60.0,
                    help="seconds of audio streamed N frames per push for the seam check (default 60)")
     p.add_argument("--face", default="auto", choices=["auto", "model", "envelope", "off"])
+    p.add_argument("--smooth", type=float, default=-1.0, help="runtime One-Euro smoothing min cutoff (Hz) for all "
+                   "parts; 0 = off; default: what the checkpoint recommends")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: the tiny models run fastest single-threaded; 0 = leave as is)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any target fails")

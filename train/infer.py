@@ -71,11 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--face", default="auto", choices=["auto", "model", "envelope", "off"])
     p.add_argument("--decode", default="codes", choices=["codes", "latents"])
     p.add_argument("--backend", default="auto", choices=["auto", "pytorch", "onnx"])
+    p.add_argument("--smooth", type=float, default=None, help="One-Euro output smoothing min cutoff (Hz), all "
+                   "parts; 0 = off; default: what the checkpoint recommends")
     a = p.parse_args(argv)
     from realtime.engine import load_driver
 
     driver = load_driver(a.checkpoint, chunk_frames=a.chunk_frames, face_mode=a.face, backend=a.backend,
-                         decode=a.decode)
+                         decode=a.decode, smooth=a.smooth)
     wave, rep = load_audio(a.audio)
     if rep.nonfinite or rep.clipped:
         print(f"[infer] {a.audio}: {rep.nonfinite} NaN/Inf samples zeroed, {rep.clipped} clipped")
