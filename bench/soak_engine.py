@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from models import rates
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
+from models import rates  # noqa: E402
 
 
 def rss_mb() -> float:
