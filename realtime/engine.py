@@ -87,7 +87,7 @@ class Session:
         self.parts = {p: _PartStream() for p in d.parts}
         self.queues: dict[str, list[np.ndarray]] = {p: [] for p in d.parts}
         self.glob: list[np.ndarray] = []  # (7,) global_rot + contact per frame
-        self.env: list[float] = []  # jaw from envelope per audio frame
+        self.env: list[float] = []  # jaw from envelope per audio frame not yet emitted (env[0] = frame `emitted`)
         self.env_prev = 0.0
         self.audio_pending = np.zeros(0, np.float32)  # samples not yet making a whole frame (envelope)
         self.samples = 0
@@ -289,7 +289,7 @@ class Driver:
         new[:, layout.CONTACT] = glob[:, 3:]
         if "face" not in self.parts:
             if self.face_mode == "envelope":
-                new[:, layout.JAW_OPEN] = s.env[s.emitted:s.emitted + n]
+                new[:, layout.JAW_OPEN] = s.env[:n]
         if self.smoother is not None:
             new, s.smooth_state = self.smoother(new, s.smooth_state)
         s.prev_euler = new[-1, layout.GLOBAL_ROT].astype(np.float64)
@@ -297,6 +297,7 @@ class Driver:
             k = s.emitted + i
             frames.append(Frame(k, (k + 1) / rates.MOTION_FPS, new[i].astype(np.float32)))
         s.emitted += n
+        del s.env[:n]  # nothing per frame is kept once emitted: memory stays flat for hours
         return frames
 
     @torch.no_grad()

@@ -172,3 +172,18 @@ def test_output_smoothing_is_causal_chunk_invariant_and_calms_jitter(bundle):
     np.testing.assert_array_equal(y1[:30], y2[:30])
     with pytest.raises(ValueError, match="unknown part"):
         OneEuro({"legs": 1.0})
+
+
+def test_session_state_stays_bounded(tmp_path):
+    """Hours of streaming must not grow per-frame buffers (the soak benchmark measures RSS; this pins the cause)."""
+    b = load_bundle(make_tiny_bundle(tmp_path / "noface", parts=("body", "hand")))  # envelope face path too
+    d = Driver(b)
+    s = d.new_session()
+    sizes = []
+    for k in range(3):
+        for _ in range(10):
+            s.push(speechlike(1.0, seed=k))
+        sizes.append((len(s.env), len(s.glob), max(len(p.codes) for p in s.parts.values()),
+                      max(len(q) for q in s.queues.values())))
+    assert sizes[0] == sizes[1] == sizes[2]  # after 10 s, 20 s, 30 s: identical buffer sizes
+    assert max(sizes[-1]) < 64
