@@ -182,6 +182,14 @@ async def _run(args: argparse.Namespace, driver: Any, source: AudioSource | None
 
     server = AvatarServer(driver, ServerConfig(host=args.host, port=args.port, token=args.token))
     print(format_budget(server.budget) + f" | face {driver.face_mode}", flush=True)
+    bundle = getattr(driver, "bundle", None)
+    if bundle is not None:
+        print(f"model: {bundle.root} | backends {getattr(driver, 'backends', {})} | output smoothing "
+              f"{driver.budget().get('smooth_hz', 0) or 'off'}", flush=True)
+        if "face" not in getattr(driver, "parts", ("face",)):
+            why = bundle.skipped_parts.get("face", "not in this checkpoint")
+            print(f"face: this checkpoint has no face part ({why}); the jaw is driven by the audio envelope "
+                  f"(--face {driver.face_mode})", flush=True)
     await server.start(listen=not args.no_server)
     if not args.no_server:
         shown = f"{args.host}:{server.port}"
